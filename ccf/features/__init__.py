@@ -1,0 +1,1 @@
+"""Feature math: pure, engine-agnostic objects with River's verbs (``update``/``get``)."""

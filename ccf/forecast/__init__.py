@@ -1,0 +1,1 @@
+"""Baselines, forecasts and the one scorer every model is judged by."""

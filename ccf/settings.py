@@ -1,0 +1,218 @@
+"""One typed settings object for the whole platform.
+
+Every value comes from an environment variable with the prefix ``CCF_``; nested sections use ``__``
+(``CCF_KAFKA__BOOTSTRAP_SERVERS``). Entry points call :func:`load_settings` once and pass the object down;
+library code never reads ``os.environ``.
+
+>>> s = Settings(_env_prefix="CCF_DOCTEST_")  # no CCF_DOCTEST_* variables: embedded defaults
+>>> s.kafka.enabled, s.questdb.enabled, s.features.window_s
+(False, False, 1.0)
+>>> "hunter2" in repr(Settings(questdb={"password": "hunter2"}))
+False
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ccf.errors import ConfigError
+
+ENV_PREFIX = "CCF_"
+NESTED_DELIMITER = "__"
+
+
+class KafkaSettings(BaseModel):
+    """Kafka connection. Empty ``bootstrap_servers`` means: no Kafka, use in-process sources and sinks."""
+
+    bootstrap_servers: str = ""
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    topic_prefix: str = "ccf."
+    client_id: str = "ccf"
+    group_id: str = "ccf-features"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bootstrap_servers.strip())
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by producers and consumers (secrets revealed only here)."""
+        conf = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+
+class QuestDBSettings(BaseModel):
+    """QuestDB server. Empty ``http_url`` means: no QuestDB, write the embedded store."""
+
+    http_url: str = ""
+    ilp_http_url: str = ""
+    pg_host: str = "127.0.0.1"
+    pg_port: int = Field(default=8812, ge=1, le=65535)
+    username: str = "admin"
+    password: SecretStr = SecretStr("quest")
+    database: str = "qdb"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.http_url.strip())
+
+    @property
+    def ilp_url(self) -> str:
+        """Where ILP over HTTP is written: the explicit setting, else the HTTP endpoint (QuestDB serves both)."""
+        return self.ilp_http_url or self.http_url
+
+
+class StoreSettings(BaseModel):
+    """The embedded store used when QuestDB is not configured."""
+
+    path: Path = Path(".ccf/store.duckdb")
+
+
+class VenueSettings(BaseModel):
+    """Where market data comes from."""
+
+    source: Literal["synthetic", "replay", "binance", "binance_futures", "coinbase", "kraken", "okx", "bybit"] = (
+        "synthetic"
+    )
+    symbols: list[str] = Field(default_factory=lambda: ["BTC-USDT", "ETH-USDT"])
+    replay_files: list[Path] = Field(default_factory=list)
+    replay_speed: float = Field(default=0.0, ge=0.0, description="0 = as fast as possible, 1 = real time")
+    seed: int = 7
+    reconnect_max_tries: int = Field(default=10, ge=1)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    silence_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class NewsSettings(BaseModel):
+    """RSS/Atom polling."""
+
+    enabled: bool = False
+    feeds: list[str] = Field(
+        default_factory=lambda: [
+            "https://www.coindesk.com/arc/outboundfeeds/rss/",
+            "https://cointelegraph.com/rss",
+            "https://decrypt.co/feed",
+            "https://bitcoinmagazine.com/.rss/full/",
+            "https://www.theblock.co/rss.xml",
+        ]
+    )
+    poll_interval_s: float = Field(default=60.0, gt=0)
+    max_backoff_s: float = Field(default=900.0, gt=0)
+    state_path: Path = Path(".ccf/news-seen.json")
+
+
+class FeatureSettings(BaseModel):
+    """Event-time windows."""
+
+    window_s: float = Field(default=1.0, gt=0)
+    allowed_lateness_s: float = Field(default=0.5, ge=0)
+    depth_levels: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    volatility_windows: int = Field(default=20, ge=2)
+    mode: Literal["book", "kline"] = "book"
+
+
+class ForecastSettings(BaseModel):
+    """Baselines and scoring."""
+
+    horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
+    models: list[str] = Field(default_factory=lambda: ["naive", "ewma", "river_lr", "river_ts"])
+    quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    ewma_alpha: float = Field(default=0.1, gt=0, le=1)
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive_horizons(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError("horizons must be a non-empty list of positive window counts")
+        return sorted(set(v))
+
+
+class MLflowSettings(BaseModel):
+    """Tracking and registry. Empty ``tracking_uri`` means: a local sqlite store under ``.ccf/mlflow``."""
+
+    tracking_uri: str = ""
+    registry_uri: str = ""
+    experiment: str = "ccf-tft"
+    model_name: str = "ccf-tft"
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tracking_uri.strip())
+
+
+class AppSettings(BaseModel):
+    """The Panel app."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5006, ge=0, le=65535)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    basic_auth_user: str | None = None
+    basic_auth_password: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Everything CCF can be told. See ``docs/configuration.md`` for the variable of each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    stop_after: float | None = Field(
+        default=None, gt=0, description="seconds of event time after which sources and flows end cleanly"
+    )
+    data_dir: Path = Path("../shared/data")
+    run_dir: Path = Path(".ccf")
+    log_level: str = "INFO"
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    questdb: QuestDBSettings = Field(default_factory=QuestDBSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    venues: VenueSettings = Field(default_factory=VenueSettings)
+    news: NewsSettings = Field(default_factory=NewsSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
+    app: AppSettings = Field(default_factory=AppSettings)
+
+
+def env_var_for(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a validation error location.
+
+    >>> env_var_for(("kafka", "bootstrap_servers"))
+    'CCF_KAFKA__BOOTSTRAP_SERVERS'
+    >>> env_var_for(("forecast", "horizons", 0))
+    'CCF_FORECAST__HORIZONS'
+    """
+    parts = [str(p) for p in loc if isinstance(p, str)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(p.upper() for p in parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (entry points only). Raises :class:`ConfigError` naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{env_var_for(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from exc
