@@ -92,7 +92,9 @@ class VenueSettings(BaseModel):
     )
     symbols: list[str] = Field(default_factory=lambda: ["BTC-USDT", "ETH-USDT"])
     replay_files: list[Path] = Field(default_factory=list)
-    replay_speed: float = Field(default=0.0, ge=0.0, description="0 = as fast as possible, 1 = real time")
+    speed: float = Field(
+        default=1.0, ge=0.0, description="pace of synthetic and replay sources: 1 = real time, N = N×, 0 = flat out"
+    )
     seed: int = 7
     reconnect_max_tries: int = Field(default=10, ge=1)
     backoff_initial_s: float = Field(default=0.5, gt=0)

@@ -1,0 +1,252 @@
+"""Exact event-time windows of one symbol: its book, its trades, one :class:`~ccf.schemas.FeatureRow` per window.
+
+Windows are tumbling, aligned to the epoch, ``[start, end)`` in venue time (ns). Rules:
+
+- **Book features** of a window use the book after every book event with event time ``< end``: the book is
+  captured when the first book event at or past ``end`` arrives, before it is applied (venues send book events in
+  sequence order, so this is exact), or when the window closes if none has arrived yet.
+- **Trade features** use trades with event time in ``[start, end)``.
+- **Watermark** = the largest event time seen minus ``allowed_lateness``. A window closes when the watermark passes
+  its end. A trade for a closed window is *late*: it is counted and returned for routing, never silently dropped.
+  A late book event still updates the book (the book's truth is its sequence), and is counted.
+- **Every window** between the symbol's first and last event gets a row; a window with no event carries the book
+  forward with zero trade flow and says so (``carried = 1``).
+- A book that is not whole (before its first snapshot, after a gap or checksum failure until resynced) gives
+  ``book_valid = False`` and NaN book features; ``epoch`` counts resyncs.
+
+All state pickles (Bytewax recovery snapshots it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ccf.features.book import book_feature_names, book_features
+from ccf.features.ofi import OrderFlowImbalance
+from ccf.features.returns import RealizedVol, log_return
+from ccf.features.trades import TRADE_FEATURES, TradeFlow
+from ccf.schemas import BookDelta, BookSnapshot, FeatureRow, Level, NewsItem, Trade
+
+FEATURE_SET = "book.v1"
+NAN = math.nan
+
+
+class BookKeeper(Protocol):
+    """What the window engine needs from a per-symbol synced book (see :mod:`ccf.book`)."""
+
+    @property
+    def valid(self) -> bool: ...
+
+    @property
+    def epoch(self) -> int: ...
+
+    def on_record(self, record: BookSnapshot | BookDelta) -> Sequence[Any]:
+        """Apply a snapshot or delta; return the problems it raised (gap, checksum, crossed) for routing."""
+        ...
+
+    def top(self, n: int) -> tuple[list[Level], list[Level]]:
+        """Best ``n`` bids (descending) and asks (ascending)."""
+        ...
+
+
+def feature_names(levels: Sequence[int] = (1, 5, 10)) -> list[str]:
+    """Every feature column of :data:`FEATURE_SET`, in order.
+
+    >>> feature_names((1,))[-6:]
+    ['mid_logret', 'realized_vol', 'news_count', 'book_events', 'carried', 'late_trades']
+    """
+    return [
+        *book_feature_names(levels),
+        "ofi",
+        *TRADE_FEATURES,
+        "mid_logret",
+        "realized_vol",
+        "news_count",
+        "book_events",
+        "carried",
+        "late_trades",
+    ]
+
+
+def window_start(ts: int, width: int) -> int:
+    """Start of the epoch-aligned window holding ``ts``.
+
+    >>> window_start(1_700_000_001_500_000_000, 1_000_000_000)
+    1700000001000000000
+    """
+    return ts - ts % width
+
+
+@dataclass
+class WindowConfig:
+    width_ns: int = 1_000_000_000
+    lateness_ns: int = 500_000_000
+    levels: tuple[int, ...] = (1, 5, 10)
+    vol_windows: int = 20
+
+
+@dataclass
+class _Open:
+    """What an open window has gathered so far."""
+
+    trades: TradeFlow = field(default_factory=TradeFlow)
+    ofi: float = 0.0
+    book_events: int = 0
+    news: int = 0
+
+
+class SymbolWindows:
+    """Windows of one ``venue:symbol``. Feed it records in arrival order; it returns what closed.
+
+    ``process`` returns ``(rows, late)``: finished :class:`FeatureRow` s in window order, and late records.
+    Book problems are passed to ``on_problem(problem, ts_event)`` (the flow routes them to health and dead letters).
+    """
+
+    def __init__(self, venue: str, symbol: str, book: BookKeeper, config: WindowConfig | None = None) -> None:
+        self.venue = venue
+        self.symbol = symbol
+        self.book = book
+        self.cfg = config or WindowConfig()
+        self._depth = max(self.cfg.levels)
+        self.max_ts: int | None = None
+        self.next_end: int | None = None  # end of the oldest open window
+        self.book_end: int | None = None  # next boundary at which the book is captured
+        self.captured: dict[int, tuple[bool, int, dict[str, float]]] = {}
+        self.open: dict[int, _Open] = {}
+        self.ofi = OrderFlowImbalance()
+        self.vol = RealizedVol(self.cfg.vol_windows)
+        self.last_mid = NAN
+        self.late_trades = 0
+        self.late_book = 0
+        self.rows_emitted = 0
+
+    # -- public -------------------------------------------------------------------------------------------------
+    def process(
+        self, records: Sequence[Any], on_problem: Callable[[Any, int], None] | None = None
+    ) -> tuple[list[FeatureRow], list[Any]]:
+        rows: list[FeatureRow] = []
+        late: list[Any] = []
+        w = self.cfg.width_ns
+        for rec in records:
+            ts = rec.fetched if isinstance(rec, NewsItem) else rec.ts_event
+            if self.next_end is None:
+                self.next_end = self.book_end = window_start(ts, w) + w
+            if isinstance(rec, Trade):
+                if ts < self.next_end - w:
+                    self.late_trades += 1
+                    late.append(rec)
+                else:
+                    self._window(ts).trades.update(rec.price, rec.size, rec.side)
+            elif isinstance(rec, (BookDelta, BookSnapshot)):
+                self._apply_book(rec, ts, on_problem)
+            elif isinstance(rec, NewsItem):
+                if ts < self.next_end - w:
+                    late.append(rec)
+                else:
+                    self._window(ts).news += 1
+            else:  # BookTop and others carry no window feature here
+                continue
+            if self.max_ts is None or ts > self.max_ts:
+                self.max_ts = ts
+                self._close_until(ts - self.cfg.lateness_ns, rows)
+        return rows, late
+
+    def flush(self) -> list[FeatureRow]:
+        """Close every window up to the one holding the last event (end of input)."""
+        rows: list[FeatureRow] = []
+        if self.max_ts is not None:
+            self._close_until(window_start(self.max_ts, self.cfg.width_ns) + self.cfg.width_ns, rows)
+        return rows
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _window(self, ts: int) -> _Open:
+        start = window_start(ts, self.cfg.width_ns)
+        win = self.open.get(start)
+        if win is None:
+            win = self.open[start] = _Open()
+        return win
+
+    def _capture(self) -> tuple[bool, int, dict[str, float]]:
+        if self.book.valid:
+            bids, asks = self.book.top(self._depth)
+            return True, self.book.epoch, book_features(bids, asks, self.cfg.levels)
+        return False, self.book.epoch, dict.fromkeys(book_feature_names(self.cfg.levels), NAN)
+
+    def _apply_book(
+        self, rec: BookDelta | BookSnapshot, ts: int, on_problem: Callable[[Any, int], None] | None
+    ) -> None:
+        w = self.cfg.width_ns
+        assert self.book_end is not None and self.next_end is not None
+        if ts >= self.book_end:
+            snap = self._capture()
+            while ts >= self.book_end:  # one capture serves every boundary this event jumps over
+                if self.book_end >= self.next_end:
+                    self.captured[self.book_end] = snap
+                self.book_end += w
+        late = ts < self.next_end - w
+        if late:
+            self.late_book += 1
+        was_valid = self.book.valid
+        problems = self.book.on_record(rec)
+        if problems and on_problem is not None:
+            for p in problems:
+                on_problem(p, ts)
+        if not self.book.valid:
+            self.ofi.forget()
+            return
+        if not was_valid:
+            self.ofi.forget()
+        if late:
+            return
+        win = self._window(ts)
+        win.book_events += 1
+        bids, asks = self.book.top(1)
+        if bids and asks:
+            before = self.ofi.get()
+            self.ofi.update(bids[0][0], bids[0][1], asks[0][0], asks[0][1])
+            win.ofi += self.ofi.get() - before
+
+    def _close_until(self, watermark: int, rows: list[FeatureRow]) -> None:
+        w = self.cfg.width_ns
+        assert self.next_end is not None and self.book_end is not None
+        while self.next_end <= watermark:
+            end = self.next_end
+            start = end - w
+            snap = self.captured.pop(end, None)
+            if snap is None:  # no book event at or past `end` yet: the current book is the book at `end`
+                snap = self._capture()
+                if self.book_end <= end:
+                    self.book_end = end + w
+            valid, epoch, feats = snap
+            win = self.open.pop(start, None) or _Open()
+            row = dict(feats)
+            row["ofi"] = win.ofi
+            row.update(win.trades.get())
+            mid = feats["mid"]
+            r = log_return(self.last_mid, mid)
+            if mid == mid:
+                self.last_mid = mid
+            self.vol.update(r)
+            row["mid_logret"] = r
+            row["realized_vol"] = self.vol.get()
+            row["news_count"] = float(win.news)
+            row["book_events"] = float(win.book_events)
+            row["carried"] = 1.0 if win.book_events == 0 and win.trades.count == 0 else 0.0
+            row["late_trades"] = float(self.late_trades)
+            rows.append(
+                FeatureRow(
+                    venue=self.venue,
+                    symbol=self.symbol,
+                    window_start=start,
+                    window_end=end,
+                    feature_set=FEATURE_SET,
+                    book_valid=valid,
+                    epoch=epoch,
+                    features=row,
+                )
+            )
+            self.rows_emitted += 1
+            self.next_end = end + w

@@ -1,0 +1,382 @@
+"""A seeded, deterministic limit-order-book and trade generator that speaks :mod:`ccf.schemas` directly.
+
+Same seed, same records: time is a simulated clock (``start_ns`` plus ``step_ns`` per step, never the wall clock),
+every symbol draws from its own :class:`random.Random` seeded from ``(seed, symbol)`` (adding a symbol leaves the
+others unchanged), and the whole venue pickles, so :meth:`SyntheticVenue.state` / :meth:`SyntheticVenue.from_state`
+resume exactly where it stopped (Bytewax recovery relies on it).
+
+The book
+    Prices are integer ticks on each symbol's grid; sizes are integer lots. Each side holds exactly ``levels``
+    contiguous price levels and the spread is always one tick (best ask = best bid + 1 tick), so the book is never
+    crossed. Prices and sizes become floats as ``n * m / 10**k`` (tick = ``m * 10**-k``), which is the float of the
+    decimal text, so ``format_decimal`` gives back the venue-style string.
+
+One step (per symbol, every ``step_ns``)
+    Let ``qb``, ``qa`` be the lot sizes at the best bid and ask when the step starts (what the last ``BookTop`` showed),
+    and the queue imbalance ``I = (qb - qa) / (qb + qa)`` in [-1, 1].
+
+    1. Trades: ``Poisson(trades_per_step)`` takers at the touch, each a buy with probability ``(1 + alpha*I) / 2``,
+       each taking ``U(0, 0.1)`` of the opposite touch queue (never all of it: a partial fill never moves the price).
+    2. Touch queues follow a mean-reverting walk ``q <- q + 0.03*(mu - q) + 0.08*mu*e`` (``e`` uniform with variance
+       1, ``mu`` the symbol's mean touch size in lots, ``q >= 1``), so ``I`` persists
+       over a few seconds (until a price move replaces the touch).
+    3. Two deeper levels get a fresh size ``U(0.5, 2) * mu``.
+    4. The mid moves one tick up with probability ``move_prob * (1 + alpha*I) / 2`` and down with
+       ``move_prob * (1 - alpha*I) / 2``: a taker sweeps the whole touch (one more trade), the level behind it
+       becomes the touch, a fresh level appears on the other side at the swept price, and the book keeps
+       ``levels`` per side (the farthest level is removed with size 0, a new far level is added).
+
+    So ``E[mid move over one step | I] = tick * move_prob * alpha * I``: the imbalance at the end of one 1 s
+    window leads the mid return of the next window, with strength ``alpha`` (0 = a pure random walk whose moves are
+    independent of everything before them). Signed trade flow leads it too, since takers lean the same way.
+
+Records per step and symbol: the trades (``ts_event`` spread inside the step), one :class:`BookDelta` of every
+level that changed (``first_update_id = previous last_update_id + 1``, one id per changed level, like Binance
+``U``/``u``) and one :class:`BookTop` (``update_id`` = the delta's ``last_update_id``). The first records are one
+:class:`BookSnapshot` per symbol at ``start_ns``. ``ts_recv = ts_event + latency_ns``. Per symbol, ``ts_event``
+never decreases; across symbols each step's records come symbol after symbol.
+
+>>> v = SyntheticVenue(["ETH-USDT"], seed=1)
+>>> batch = v.next_batch(4)
+>>> [type(r).__name__ for r in batch][:2], batch[0].ts_event == DEFAULT_START_NS
+(['BookSnapshot', 'Trade'], True)
+>>> w = SyntheticVenue.from_state(v.state())
+>>> v.next_batch(500) == w.next_batch(500)
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import pickle
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from ccf.schemas import BookDelta, BookSnapshot, BookTop, Level, MarketRecord, Trade, format_decimal
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_START_NS: Final = 1_704_067_200_000_000_000
+"""2024-01-01T00:00:00Z."""
+DEFAULT_STEP_NS: Final = 100_000_000
+_TRADE_FRACTION: Final = 0.1
+_KAPPA: Final = 0.03
+_SIGMA: Final = 0.08 * math.sqrt(3.0)  # uniform on [-a, a] has variance a**2 / 3
+
+
+@dataclass(frozen=True)
+class SymbolSpec:
+    """Start price, tick, lot and mean touch size (base units) of one symbol."""
+
+    price: float = 100.0
+    tick: float = 0.01
+    lot: float = 0.001
+    size: float = 5.0
+
+
+DEFAULT_SPECS: Final = {
+    "BTC-USDT": SymbolSpec(price=60000.0, tick=0.01, lot=0.00001, size=2.0),
+    "ETH-USDT": SymbolSpec(price=2500.0, tick=0.01, lot=0.0001, size=20.0),
+    "SOL-USDT": SymbolSpec(price=150.0, tick=0.01, lot=0.001, size=200.0),
+}
+
+
+def _grid(step: float) -> tuple[int, int]:
+    """``(m, 10**k)`` with ``step == m / 10**k``.
+
+    >>> _grid(0.01), _grid(0.5), _grid(2.0)
+    ((1, 100), (5, 10), (2, 1))
+    """
+    text = format_decimal(step)
+    decimals = len(text.partition(".")[2])
+    scale = 10**decimals
+    return round(step * scale), scale
+
+
+def symbol_seed(seed: int, symbol: str) -> int:
+    """The seed of one symbol's random stream (stable across runs and Python versions).
+
+    >>> symbol_seed(7, "ETH-USDT") == symbol_seed(7, "ETH-USDT") != symbol_seed(8, "ETH-USDT")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{symbol}".encode(), digest_size=8).digest(), "big")
+
+
+class _SymbolSim:
+    """State of one symbol: its random stream, book (lots per level from the touch outwards) and ids."""
+
+    __slots__ = (
+        "ask_far",
+        "asks",
+        "bid",
+        "bids",
+        "mu",
+        "pm",
+        "ps",
+        "rng",
+        "sm",
+        "ss",
+        "symbol",
+        "trade_id",
+        "uid",
+    )
+
+    def __init__(self, symbol: str, spec: SymbolSpec, seed: int, levels: int) -> None:
+        self.symbol = symbol
+        self.rng = random.Random(symbol_seed(seed, symbol))
+        self.pm, self.ps = _grid(spec.tick)
+        self.sm, self.ss = _grid(spec.lot)
+        self.mu = max(2, round(spec.size / spec.lot))
+        self.bid = round(spec.price / spec.tick)
+        rng, mu = self.rng, self.mu
+        self.bids = [max(1, round(mu * (0.5 + 1.5 * rng.random()))) for _ in range(levels)]
+        self.asks = [max(1, round(mu * (0.5 + 1.5 * rng.random()))) for _ in range(levels)]
+        self.ask_far = levels  # the farthest ask tick is bid + ask_far
+        self.uid = 1_000_000 + rng.randrange(1_000_000)
+        self.trade_id = 1_000 + rng.randrange(1_000)
+
+    def price(self, tick: int) -> float:
+        return tick * self.pm / self.ps
+
+    def size(self, lots: int) -> float:
+        return lots * self.sm / self.ss
+
+    def book(self) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
+        bids = tuple((self.price(self.bid - i), self.size(q)) for i, q in enumerate(self.bids))
+        asks = tuple((self.price(self.bid + 1 + i), self.size(q)) for i, q in enumerate(self.asks))
+        return bids, asks
+
+
+class SyntheticVenue:
+    """Deterministic multi-symbol market; see the module docstring for the model.
+
+    ``next_batch(n)`` returns exactly ``n`` records (fewer only once ``end_ns`` is reached), generating whole steps
+    and keeping the rest for the next call.
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        seed: int = 7,
+        *,
+        start_ns: int = DEFAULT_START_NS,
+        step_ns: int = DEFAULT_STEP_NS,
+        alpha: float = 0.8,
+        levels: int = 15,
+        move_prob: float = 0.1,
+        trades_per_step: float = 1.0,
+        specs: dict[str, SymbolSpec] | None = None,
+        venue: str = "synthetic",
+        latency_ns: int = 0,
+        end_ns: int | None = None,
+    ) -> None:
+        if not symbols or len(set(symbols)) != len(symbols):
+            raise ValueError(f"symbols must be non-empty and distinct, got {list(symbols)!r}")
+        if not 0.0 <= alpha <= 1.0 or not 0.0 <= move_prob <= 1.0 or levels < 2 or step_ns <= 0:
+            raise ValueError(f"bad parameters: alpha={alpha} move_prob={move_prob} levels={levels} step_ns={step_ns}")
+        all_specs = {**DEFAULT_SPECS, **(specs or {})}
+        self.symbols = tuple(symbols)
+        self.seed, self.alpha, self.levels, self.move_prob = seed, alpha, levels, move_prob
+        self.step_ns, self.start_ns, self.end_ns = step_ns, start_ns, end_ns
+        self.venue, self.latency_ns = venue, latency_ns
+        self.now_ns = start_ns
+        self.specs = {s: all_specs.get(s, SymbolSpec()) for s in self.symbols}
+        self._sims = [_SymbolSim(s, self.specs[s], seed, levels) for s in self.symbols]
+        # Poisson(trades_per_step) by inversion, truncated where the tail is negligible
+        cdf, p, acc = [], math.exp(-trades_per_step), 0.0
+        for k in range(64):
+            acc += p
+            cdf.append(acc)
+            p *= trades_per_step / (k + 1)
+            if acc > 1 - 1e-9:
+                break
+        self._cdf = tuple(cdf)
+        self._pending: deque[MarketRecord] = deque(self.snapshots())
+
+    # -- public API -----------------------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """True once ``end_ns`` is reached and everything generated has been returned."""
+        return self.end_ns is not None and self.now_ns + self.step_ns > self.end_ns and not self._pending
+
+    def snapshot(self, symbol: str) -> BookSnapshot:
+        """The full book of ``symbol`` now (what a REST depth request returns), bids best first, asks best first."""
+        sim = self._sims[self.symbols.index(symbol)]
+        bids, asks = sim.book()
+        return BookSnapshot(
+            venue=self.venue,
+            symbol=symbol,
+            ts_event=self.now_ns,
+            ts_recv=self.now_ns + self.latency_ns,
+            bids=bids,
+            asks=asks,
+            last_update_id=sim.uid,
+        )
+
+    def snapshots(self) -> list[BookSnapshot]:
+        return [self.snapshot(s) for s in self.symbols]
+
+    def step(self) -> list[MarketRecord]:
+        """Advance the clock one step and return its records (all symbols), or ``[]`` past ``end_ns``."""
+        t_prev, t = self.now_ns, self.now_ns + self.step_ns
+        if self.end_ns is not None and t > self.end_ns:
+            return []
+        self.now_ns = t
+        out: list[MarketRecord] = []
+        for sim in self._sims:
+            self._step_symbol(sim, t_prev, t, out)
+        return out
+
+    def next_batch(self, max_events: int = 1000) -> list[MarketRecord]:
+        """Exactly ``max_events`` records (fewer only at ``end_ns``)."""
+        pending = self._pending
+        while len(pending) < max_events:
+            records = self.step()
+            if not records:
+                break
+            pending.extend(records)
+        n = min(max_events, len(pending))
+        return [pending.popleft() for _ in range(n)]
+
+    def state(self) -> bytes:
+        """Everything needed to continue exactly (immutable, so safe as a Bytewax snapshot)."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_state(cls, state: bytes) -> SyntheticVenue:
+        venue = pickle.loads(state)  # noqa: S301 - our own state, never untrusted input
+        if not isinstance(venue, cls):
+            raise TypeError(f"not a {cls.__name__} state: {type(venue).__name__}")
+        return venue
+
+    # -- the model ------------------------------------------------------------------------------------------------
+
+    def _poisson(self, u: float) -> int:
+        for k, c in enumerate(self._cdf):
+            if u < c:
+                return k
+        return len(self._cdf)
+
+    def _step_symbol(self, sim: _SymbolSim, t_prev: int, t: int, out: list[MarketRecord]) -> None:
+        rng, bids, asks, mu, alpha = sim.rng, sim.bids, sim.asks, sim.mu, self.alpha
+        rand = rng.random
+        imb = (bids[0] - asks[0]) / (bids[0] + asks[0])
+        bid_changes: dict[int, int] = {}
+        ask_changes: dict[int, int] = {}
+        takers: list[tuple[int, int, bool]] = []  # (price tick, lots, taker buys)
+        p_buy = 0.5 * (1.0 + alpha * imb)
+        for _ in range(self._poisson(rand())):
+            buy = rand() < p_buy
+            queue = asks if buy else bids
+            lots = min(queue[0] - 1, int(rand() * _TRADE_FRACTION * queue[0]) + 1)
+            if lots >= 1:
+                queue[0] -= lots
+                takers.append((sim.bid + 1 if buy else sim.bid, lots, buy))
+        for queue in (bids, asks):
+            queue[0] = max(1, round(queue[0] + _KAPPA * (mu - queue[0]) + _SIGMA * mu * (2.0 * rand() - 1.0)))
+        bid_changes[sim.bid] = bids[0]
+        ask_changes[sim.bid + 1] = asks[0]
+        for _ in range(2):
+            i = 1 + int(rand() * (self.levels - 1))
+            fresh = max(1, round(mu * (0.5 + 1.5 * rand())))
+            if rand() < 0.5:
+                bids[i] = fresh
+                bid_changes[sim.bid - i] = fresh
+            else:
+                asks[i] = fresh
+                ask_changes[sim.bid + 1 + i] = fresh
+        u = rand()
+        p_up = 0.5 * self.move_prob * (1.0 + alpha * imb)
+        if u < self.move_prob:
+            up = u < p_up
+            fresh = max(1, round(mu * (0.5 + 1.5 * rand())))
+            far = max(1, round(mu * (0.5 + 1.5 * rand())))
+            n = self.levels
+            if up:  # sweep the ask touch; the swept price becomes the new best bid
+                ask = sim.bid + 1
+                takers.append((ask, asks.pop(0), True))
+                asks.append(far)
+                bids.insert(0, fresh)
+                bids.pop()
+                ask_changes[ask] = 0
+                ask_changes[ask + n] = far
+                bid_changes[ask] = fresh
+                bid_changes[sim.bid - n + 1] = 0
+                sim.bid += 1
+            else:  # sweep the bid touch; the swept price becomes the new best ask
+                bid = sim.bid
+                takers.append((bid, bids.pop(0), False))
+                bids.append(far)
+                asks.insert(0, fresh)
+                asks.pop()
+                bid_changes[bid] = 0
+                bid_changes[bid - n] = far
+                ask_changes[bid] = fresh
+                ask_changes[bid + n] = 0
+                sim.bid -= 1
+        venue, symbol, lat, price, size = self.venue, sim.symbol, self.latency_ns, sim.price, sim.size
+        gap = (t - t_prev) // (len(takers) + 1)
+        for j, (tick, lots, buy) in enumerate(takers, 1):
+            sim.trade_id += 1
+            ts = t_prev + j * gap
+            out.append(
+                Trade(
+                    venue=venue,
+                    symbol=symbol,
+                    ts_event=ts,
+                    ts_recv=ts + lat,
+                    price=price(tick),
+                    size=size(lots),
+                    side="buy" if buy else "sell",
+                    trade_id=str(sim.trade_id),
+                )
+            )
+        first = sim.uid + 1
+        sim.uid += len(bid_changes) + len(ask_changes)
+        out.append(
+            BookDelta(
+                venue=venue,
+                symbol=symbol,
+                ts_event=t,
+                ts_recv=t + lat,
+                bids=_levels(bid_changes.items(), price, size),
+                asks=_levels(ask_changes.items(), price, size),
+                first_update_id=first,
+                last_update_id=sim.uid,
+            )
+        )
+        out.append(
+            BookTop(
+                venue=venue,
+                symbol=symbol,
+                ts_event=t,
+                ts_recv=t + lat,
+                bid_price=price(sim.bid),
+                bid_size=size(bids[0]),
+                ask_price=price(sim.bid + 1),
+                ask_size=size(asks[0]),
+                update_id=sim.uid,
+            )
+        )
+
+
+def _levels(
+    changes: Iterable[tuple[int, int]], price: Callable[[int], float], size: Callable[[int], float]
+) -> tuple[Level, ...]:
+    return tuple((price(tick), size(lots)) for tick, lots in changes)
+
+
+def imbalance(record: BookTop) -> float:
+    """Top-of-book size imbalance ``(bid_size - ask_size) / (bid_size + ask_size)`` in [-1, 1].
+
+    >>> imbalance(BookTop(venue="v", symbol="X-Y", ts_event=0, ts_recv=0, bid_price=1.0, bid_size=3.0,
+    ...                   ask_price=1.01, ask_size=1.0))
+    0.5
+    """
+    return (record.bid_size - record.ask_size) / (record.bid_size + record.ask_size)

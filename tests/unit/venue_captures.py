@@ -1,0 +1,52 @@
+"""Read cryptofeed playback captures (``shared/data/cryptofeed_sample_data``) for the venue tests.
+
+Line 1 is ``<ws url> <-> <ts>``, then ``<ws url> <- <ts>: <json sent>`` for what the client sent, then
+``<ts>: <raw message>`` for each message received. Data lives outside the repo: ``CCF_DATA_DIR`` or
+``<repo root>/../shared/data``; tests skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("CCF_DATA_DIR") or ROOT.parent / "shared" / "data")
+
+
+def capture_path(relative: str) -> Path:
+    """The path of a data file, skipping the test when the data folder does not hold it."""
+    path = data_dir() / relative
+    if not path.exists():
+        pytest.skip(f"data file {path} not available (set CCF_DATA_DIR)")
+    return path
+
+
+def seconds_to_ns(text: str) -> int:
+    whole, _, frac = text.partition(".")
+    return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def received(relative: str) -> Iterator[tuple[int, str]]:
+    """``(ts_recv_ns, raw message)`` for each received message of a capture, in file order."""
+    with gzip.open(capture_path(relative), "rt", encoding="utf-8") as fh:
+        for line in fh:
+            line = line.rstrip("\n")
+            if not line or line.startswith(("wss://", "ws://", "https://", "http://")):
+                continue
+            ts, sep, raw = line.partition(": ")
+            if sep:
+                yield seconds_to_ns(ts), raw
+
+
+def sent(relative: str) -> list[str]:
+    """The messages the client sent (subscribe requests)."""
+    with gzip.open(capture_path(relative), "rt", encoding="utf-8") as fh:
+        return [line.split(": ", 1)[1].rstrip("\n") for line in fh if " <- " in line.split(": ", 1)[0]]
