@@ -23,12 +23,21 @@ logger = logging.getLogger(__name__)
 Chunk = tuple[str, list[Any]]
 
 
+DLQ_KEY = "!dlq"
+"""The key of chunks holding what could not be used (parse errors, frames of venues without a parser)."""
+
+
 def record_key_str(rec: Any) -> str:
-    """``venue:SYMBOL`` of a record (news items go to the ``news:ALL`` key)."""
-    venue = getattr(rec, "venue", None)
-    if venue is None:
-        return "news:ALL"
-    return f"{venue}:{rec.symbol}"
+    """``venue:SYMBOL`` of a record or a ``(record, extra)`` pair; :data:`DLQ_KEY` for anything else.
+
+    News items go to ``news:ALL``.
+    """
+    if type(rec) is tuple:
+        rec = rec[0]
+    symbol = getattr(rec, "symbol", None)
+    if symbol is None or isinstance(rec, Exception):
+        return "news:ALL" if hasattr(rec, "fetched") else DLQ_KEY
+    return f"{rec.venue}:{symbol}"
 
 
 def chunk_by_key(records: Sequence[Any]) -> list[Chunk]:
@@ -113,8 +122,14 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
 
 
 def _ts(rec: Any) -> int:
+    if type(rec) is tuple:
+        rec = rec[0]
     ts = getattr(rec, "ts_event", None)
-    return int(rec.fetched if ts is None else ts)
+    if ts is None:
+        ts = getattr(rec, "fetched", None)
+    if ts is None:
+        ts = getattr(rec, "ts_recv", 0)  # raw frames; errors carry no time and count as 0
+    return int(ts)
 
 
 class RecordSource(FixedPartitionedSource[Chunk, int]):

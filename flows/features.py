@@ -27,6 +27,7 @@ from bytewax.outputs import Sink
 
 from ccf.engine import EngineConfig, EngineOut, SymbolEngine
 from ccf.settings import Settings
+from ccf.sources import DLQ_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,22 @@ class _EngineLogic(StatefulBatchLogic[list[Any], EngineOut, SymbolEngine | None]
         return pickle.loads(pickle.dumps(self.engine, pickle.HIGHEST_PROTOCOL))  # noqa: S301 - our own state
 
 
+def _dead_letters(items: list[Any]) -> EngineOut:
+    """What could not be used, as problems for the health table and the dead-letter topic."""
+    from ccf.errors import DataError
+
+    out = EngineOut()
+    for item in items:
+        if isinstance(item, DataError):
+            d: dict[str, Any] = item.to_dict()
+        else:  # a raw frame of a venue without a parser
+            d = {"error": "Unparsed", "venue": getattr(item, "venue", ""), "symbol": "",
+                 "reason": "no parser for this venue", "raw": str(getattr(item, "payload", item))[:2000]}
+        d.setdefault("ts", int(getattr(item, "ts_recv", 0) or 0))
+        out.problems.append(d)
+    return out
+
+
 def _book_factory(venue: str, symbol: str) -> Any:
     from ccf.features.bookkeeper import SyncedBook
 
@@ -82,8 +99,10 @@ def build_flow(
 
     flow = Dataflow("ccf_features")
     chunks = op.input("records", flow, source if source is not None else make_source(settings))
-    outs = op.stateful_batch("engine", chunks, lambda resume: _EngineLogic(make, resume))
-    op.output("outputs", outs, sink if sink is not None else make_sink(settings))
+    split = op.branch("usable", chunks, lambda kv: kv[0] != DLQ_KEY)
+    outs = op.stateful_batch("engine", split.trues, lambda resume: _EngineLogic(make, resume))
+    dead = op.map_value("dead_letters", split.falses, _dead_letters)
+    op.output("outputs", op.merge("all_outputs", outs, dead), sink if sink is not None else make_sink(settings))
     return flow
 
 

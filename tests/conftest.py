@@ -159,4 +159,6 @@ def questdb_table(services: Services) -> Iterator[Callable[..., str]]:
     yield make
     for name in names:
         with contextlib.suppress(httpx.HTTPError):
-            httpx.get(f"{services.questdb_http_url}/exec", params={"query": f'DROP TABLE IF EXISTS "{name}"'}, timeout=30)
+            httpx.get(
+                f"{services.questdb_http_url}/exec", params={"query": f'DROP TABLE IF EXISTS "{name}"'}, timeout=30
+            )

@@ -25,12 +25,12 @@ class SyncedBook:
     def epoch(self) -> int:
         return self.sb.epoch
 
-    def on_record(self, record: BookSnapshot | BookDelta) -> list[BookError]:
+    def on_record(self, record: BookSnapshot | BookDelta, extra: object = None) -> list[BookError]:
         sb = self.sb
         if isinstance(record, BookDelta):
-            event = sb.on_delta(record)
+            event = sb.on_delta(record, extra)
         else:
-            event = sb.on_snapshot(record)
+            event = sb.on_snapshot(record, extra)
         self.counts[event] += 1
         err = _ERRORS.get(event)
         if err is None:

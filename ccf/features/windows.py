@@ -43,7 +43,7 @@ class BookKeeper(Protocol):
     @property
     def epoch(self) -> int: ...
 
-    def on_record(self, record: BookSnapshot | BookDelta) -> Sequence[Any]:
+    def on_record(self, record: BookSnapshot | BookDelta, extra: object = None) -> Sequence[Any]:
         """Apply a snapshot or delta; return the problems it raised (gap, checksum, crossed) for routing."""
         ...
 
@@ -130,7 +130,12 @@ class SymbolWindows:
         rows: list[FeatureRow] = []
         late: list[Any] = []
         w = self.cfg.width_ns
-        for rec in records:
+        for item in records:
+            extra = None
+            if type(item) is tuple:  # (record, what the venue's sync rule needs beside it)
+                rec, extra = item
+            else:
+                rec = item
             ts = rec.fetched if isinstance(rec, NewsItem) else rec.ts_event
             if self.next_end is None:
                 self.next_end = self.book_end = window_start(ts, w) + w
@@ -141,7 +146,7 @@ class SymbolWindows:
                 else:
                     self._window(ts).trades.update(rec.price, rec.size, rec.side)
             elif isinstance(rec, (BookDelta, BookSnapshot)):
-                self._apply_book(rec, ts, on_problem)
+                self._apply_book(rec, extra, ts, on_problem)
             elif isinstance(rec, NewsItem):
                 if ts < self.next_end - w:
                     late.append(rec)
@@ -176,7 +181,7 @@ class SymbolWindows:
         return False, self.book.epoch, dict.fromkeys(book_feature_names(self.cfg.levels), NAN)
 
     def _apply_book(
-        self, rec: BookDelta | BookSnapshot, ts: int, on_problem: Callable[[Any, int], None] | None
+        self, rec: BookDelta | BookSnapshot, extra: object, ts: int, on_problem: Callable[[Any, int], None] | None
     ) -> None:
         w = self.cfg.width_ns
         assert self.book_end is not None and self.next_end is not None
@@ -190,7 +195,7 @@ class SymbolWindows:
         if late:
             self.late_book += 1
         was_valid = self.book.valid
-        problems = self.book.on_record(rec)
+        problems = self.book.on_record(rec, extra)
         if problems and on_problem is not None:
             for p in problems:
                 on_problem(p, ts)

@@ -37,6 +37,8 @@ LR_FEATURES = (
 )
 BPS = 1e4  # models learn in basis points: SGD is badly scaled on raw log-returns of ~1e-4
 MIN_RESIDUALS = 30
+LR_WARMUP = 50  # labels learnt before river_lr speaks; until then it says what naive says
+LR_CLIP_SD = 3.0  # a forecast beyond this many standard deviations of the realised target is clipped to it
 
 
 def model_inputs(features: dict[str, float]) -> dict[str, float]:
@@ -80,12 +82,16 @@ class SymbolForecaster:
         )
         self.ewma = stats.EWMean(fading_factor=ewma_alpha)
         self.lr: dict[int, Any] = {
-            h: compose.Pipeline(
-                preprocessing.StandardScaler(),
-                linear_model.LinearRegression(optimizer=optim.SGD(0.005), intercept_lr=0.005, l2=1e-4),
+            h: preprocessing.TargetStandardScaler(
+                compose.Pipeline(
+                    preprocessing.StandardScaler(),
+                    linear_model.LinearRegression(optimizer=optim.SGD(0.002), intercept_lr=0.002, l2=1e-3),
+                )
             )
             for h in self.horizons
         }
+        self.lr_n: dict[int, int] = dict.fromkeys(self.horizons, 0)
+        self.y_var: dict[int, Any] = {h: stats.Var() for h in self.horizons}
         self.ts = time_series.SNARIMAX(p=3, d=0, q=0)
         self.ts_seen = 0
         self.residuals: dict[tuple[str, int], Any] = {
@@ -128,6 +134,8 @@ class SymbolForecaster:
                 continue
             y = math.log(mid / mid0)
             self.lr[h].learn_one(x0, y * BPS)
+            self.lr_n[h] += 1
+            self.y_var[h].update(y)
             for model in self.models:
                 value = preds0.get((model, h))
                 if value is None:
@@ -150,8 +158,11 @@ class SymbolForecaster:
             mean = self.ewma.get()
             return h * mean if mean == mean else 0.0
         if model == "river_lr":
+            if self.lr_n[h] < LR_WARMUP:
+                return 0.0
             v = self.lr[h].predict_one(x) / BPS
-            return v if math.isfinite(v) else 0.0
+            bound = LR_CLIP_SD * math.sqrt(max(self.y_var[h].get(), 0.0))
+            return max(-bound, min(bound, v)) if math.isfinite(v) else 0.0
         return math.fsum(ts_path[:h])
 
     def _prediction(self, model: str, h: int, issued_at: int, value: float) -> Prediction:

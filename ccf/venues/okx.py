@@ -56,12 +56,12 @@ def to_symbol(inst_id: str) -> str:
 
 
 def subscribe_message(symbols: Sequence[str], channels: Sequence[str]) -> list[dict[str, Any]]:
-    """One subscribe request for every symbol on every channel.
+    """One subscribe request for every channel on every symbol (channel by channel).
 
     >>> subscribe_message(["BTC-USDT"], ["book", "trades"])[0]["args"]
     [{'channel': 'books', 'instId': 'BTC-USDT'}, {'channel': 'trades', 'instId': 'BTC-USDT'}]
     """
-    args = [{"channel": CHANNELS[c], "instId": s} for s in symbols for c in channels]
+    args = [{"channel": CHANNELS[c], "instId": s} for c in channels for s in symbols]
     return [{"op": "subscribe", "args": args}]
 
 

@@ -22,9 +22,7 @@ FIRST_CONSUMER_TAKES = 4_000
 
 def _produce(settings: Settings, topic: str) -> dict[str, list[int]]:
     """Produce N_MESSAGES keyed ``key:seq`` values; return the sequence numbers sent per key, in order."""
-    producer = Producer(
-        {**settings.kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-    )
+    producer = Producer({**settings.kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5})
     sent: dict[str, list[int]] = defaultdict(list)
     delivered: list[tuple[str, int]] = []
     errors: list[KafkaError] = []

@@ -18,8 +18,7 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 3, 1, 23, 59, 58, tzinfo=UTC)  # rows span two days, so two partitions
 ROWS = [
-    (T0 + timedelta(seconds=i // 2), sym, 100.0 + i * 0.25, i)
-    for i, sym in enumerate(["BTC-USDT", "ETH-USDT"] * 4)
+    (T0 + timedelta(seconds=i // 2), sym, 100.0 + i * 0.25, i) for i, sym in enumerate(["BTC-USDT", "ETH-USDT"] * 4)
 ]
 
 
@@ -89,8 +88,10 @@ def test_dedup_upsert_over_ilp_http_read_back_over_http_and_pg(
         autocommit=True,
     ) as conn:
         got = conn.execute(f'select ts, symbol, price, qty from "{table}" order by ts, symbol').fetchall()
-    want = [(ts, sym, 1.5 if (ts, sym) == (ts0, sym0) else p, 999 if (ts, sym) == (ts0, sym0) else n)
-            for ts, sym, p, n in sorted(ROWS, key=lambda r: (r[0], r[1]))]
+    want = [
+        (ts, sym, 1.5 if (ts, sym) == (ts0, sym0) else p, 999 if (ts, sym) == (ts0, sym0) else n)
+        for ts, sym, p, n in sorted(ROWS, key=lambda r: (r[0], r[1]))
+    ]
     assert len(got) == len(ROWS)
     assert [(g[0].replace(tzinfo=UTC), g[1], g[2], g[3]) for g in got] == want
     partitions = _sql(settings, f"select count() from table_partitions('{table}')")["dataset"]

@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ccf.services.process import port_is_free, port_open
 from ccf.services.state import load_state
-from tests.conftest import Services
+
+if TYPE_CHECKING:
+    from tests.conftest import Services
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from ccf.book import BookEvent, SymbolBook, SyncRule
+from ccf.schemas import BookDelta, BookSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +54,24 @@ def sent(relative: str) -> list[str]:
     """The messages the client sent (subscribe requests)."""
     with gzip.open(capture_path(relative), "rt", encoding="utf-8") as fh:
         return [line.split(": ", 1)[1].rstrip("\n") for line in fh if " <- " in line.split(": ", 1)[0]]
+
+
+class Replay:
+    """Books per symbol fed through a venue's sync rule, counting events; asserts no book is ever crossed."""
+
+    def __init__(self, venue: str, rule_factory: Callable[[], SyncRule]) -> None:
+        self.venue = venue
+        self.rule_factory = rule_factory
+        self.books: dict[str, SymbolBook] = {}
+        self.events: Counter[str] = Counter()
+
+    def feed(self, record: object, raw: object = None) -> BookEvent | None:
+        if not isinstance(record, BookSnapshot | BookDelta):
+            return None
+        sb = self.books.get(record.symbol)
+        if sb is None:
+            sb = self.books[record.symbol] = SymbolBook(self.venue, record.symbol, self.rule_factory())
+        event = BookEvent(sb.on_snapshot(record, raw) if isinstance(record, BookSnapshot) else sb.on_delta(record, raw))
+        self.events[event.name] += 1
+        assert not sb.book.is_crossed(), f"{record.symbol} crossed: {sb!r}"
+        return event
