@@ -223,6 +223,14 @@ class OrderBook:
                 del self._asks[-k]
             del self._ask_keys[:cut]
 
+    def __eq__(self, other: object) -> bool:
+        """Same levels with the same sizes on both sides."""
+        if not isinstance(other, OrderBook):
+            return NotImplemented
+        return self._bids == other._bids and self._asks == other._asks
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
+
     def __repr__(self) -> str:
         return f"OrderBook(bid={self.best_bid()}, ask={self.best_ask()}, levels={self.bid_count}/{self.ask_count})"
 

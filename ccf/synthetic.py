@@ -250,7 +250,7 @@ class SyntheticVenue:
 
     @classmethod
     def from_state(cls, state: bytes) -> SyntheticVenue:
-        venue = pickle.loads(state)  # noqa: S301 - our own state, never untrusted input
+        venue = pickle.loads(state)
         if not isinstance(venue, cls):
             raise TypeError(f"not a {cls.__name__} state: {type(venue).__name__}")
         return venue

@@ -2,8 +2,8 @@
 
 A venue module registers a :class:`VenueCodec` under its venue name (``binance``, ``binance_futures``, ...; the
 cryptofeed file name lower-cased, e.g. ``KRAKEN.ws.50.0.gz`` -> ``kraken``). Readers then turn that venue's frames
-into records, and :mod:`ccf.capture.replay` builds its books with ``new_sync``. Venues without a codec still come
-out of the readers, as :class:`~ccf.capture.readers.RawFrame` s.
+into records. (Book sync rules live in :mod:`ccf.venues.registry`.) Venues without a codec still come out of the
+readers, as :class:`~ccf.capture.readers.RawFrame` s.
 
 ``parse_frame`` and ``parse_rest`` return a sequence of :data:`Parsed`: a record, or ``(record, extra)`` when the
 book rule needs more than the record (Kraken and OKX hand over the level text for their checksums); ``extra`` is
@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeAlias
 
-from ccf.book import SyncRule
 from ccf.schemas import MarketRecord
 from ccf.venues import binance
 
@@ -34,8 +33,6 @@ class VenueCodec(NamedTuple):
     """A websocket frame and its receipt time (ns) -> records (``()`` for acknowledgements); raises ParseError."""
     parse_rest: Callable[[str, bytes | str, int], Sequence[Parsed]]
     """A REST URL, its response body and receipt time -> records (a depth snapshot, or ``()``)."""
-    new_sync: Callable[[], SyncRule]
-    """A fresh book sync rule for one symbol."""
     to_symbol: Callable[[str], str]
     """The venue's symbol text -> ``BASE-QUOTE``."""
 
@@ -44,7 +41,6 @@ def _binance(venue: str) -> VenueCodec:
     return VenueCodec(
         parse_frame=lambda raw, ts: binance.parse_frame(raw, ts, venue),
         parse_rest=lambda url, body, ts: binance.parse_rest(url, body, ts, venue),
-        new_sync=lambda: binance.new_sync(venue),
         to_symbol=binance.to_symbol,
     )
 

@@ -3,7 +3,7 @@
 :class:`BookReplayer` routes snapshots and deltas to their book (the rule comes from the venue's
 :class:`~ccf.capture.registry.VenueCodec`); :func:`book_replay` turns files into one :class:`BookRow` per book
 event that changed a book: every applied delta, every snapshot, and every invalidation (a row with
-``book_valid=False``). :func:`write_book_replay` writes those rows to CSV or Parquet.
+``book_valid=False``). Sync rules come from :func:`ccf.venues.registry.new_rule`. :func:`write_book_replay` writes those rows to CSV or Parquet.
 
 >>> from ccf.schemas import BookDelta, BookSnapshot
 >>> r = BookReplayer()
@@ -21,15 +21,15 @@ import csv
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from ccf.book import APPLIED, INVALIDATING, SNAPSHOT, BookEvent, SymbolBook
+from ccf.book import APPLIED, INVALIDATING, SNAPSHOT, BookEvent, SymbolBook, SyncRule
 from ccf.capture.readers import Item, RawFrame, read_records
-from ccf.capture.registry import VENUES, VenueCodec
 from ccf.errors import ParseError
 from ccf.schemas import BookDelta, BookSnapshot, MarketRecord
+from ccf.venues.registry import new_rule
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +56,20 @@ class BookRow(NamedTuple):
 class BookReplayer:
     """Keeps one :class:`SymbolBook` per ``(venue, symbol)`` and counts what happened (``counts``)."""
 
-    def __init__(self, codecs: Mapping[str, VenueCodec] = VENUES) -> None:
-        self.codecs = codecs
+    def __init__(self, rules: Callable[[str], SyncRule] = new_rule) -> None:
+        self.rules = rules
         self.books: dict[tuple[str, str], SymbolBook] = {}
         self.counts: Counter[str] = Counter()
 
     def book_for(self, venue: str, symbol: str) -> SymbolBook | None:
-        """The book of ``(venue, symbol)``, created on first use; ``None`` for a venue without a codec."""
+        """The book of ``(venue, symbol)``, created on first use; ``None`` for a venue without a sync rule."""
         book = self.books.get((venue, symbol))
         if book is None:
-            codec = self.codecs.get(venue)
-            if codec is None:
+            try:
+                rule = self.rules(venue)
+            except KeyError:
                 return None
-            book = self.books[venue, symbol] = SymbolBook(venue, symbol, codec.new_sync())
+            book = self.books[venue, symbol] = SymbolBook(venue, symbol, rule)
         return book
 
     def feed(self, record: MarketRecord, extra: object = None) -> BookEvent | None:
@@ -77,7 +78,7 @@ class BookReplayer:
             return None
         book = self.book_for(record.venue, record.symbol)
         if book is None:
-            self.counts["no_codec"] += 1
+            self.counts["no_rule"] += 1
             return None
         event = book.on_delta(record, extra) if isinstance(record, BookDelta) else book.on_snapshot(record, extra)
         self.counts[event.name] += 1

@@ -190,6 +190,12 @@ class NewsPoller:
             self._client.close()
             self._client = None
 
+    def __enter__(self) -> NewsPoller:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _http(self) -> httpx.Client:
         if self._client is None:
             self._client = httpx.Client(

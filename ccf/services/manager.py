@@ -30,7 +30,7 @@ from ccf.services.process import (
     stop_group,
     wait_for,
 )
-from ccf.services.state import SERVICES, ServiceRecord, State, load_state, save_state, status_payload
+from ccf.services.state import SERVICES, STATE_FILE, ServiceRecord, State, load_state, save_state, status_payload
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class ServiceManager:
         names = [n for n in SERVICES if n in set(only)]
         with self._lock():
             state = load_state(self.run_dir)
-            previous = dict(state.services)
+            previous = {name: dict(rec.ports) for name, rec in state.services.items()}
+            previous = {**state.last_ports, **previous}
             keep: dict[str, ServiceRecord] = {}
             for name in names:
                 record = state.services.get(name)
@@ -141,15 +142,17 @@ class ServiceManager:
             keep.update(started)
             return status_payload(keep)
 
-    def _choose_ports(self, name: str, previous: ServiceRecord | None, taken: list[int]) -> dict[str, int]:
+    def _choose_ports(self, name: str, previous: dict[str, int] | None, taken: list[int]) -> dict[str, int]:
         roles = self.drivers[name].port_roles
-        if previous is not None and set(previous.ports) == set(roles):
-            ports = list(previous.ports.values())
+        if previous is not None and set(previous) == set(roles):
+            ports = list(previous.values())
             if all(port_is_free(p) for p in ports) and not set(ports) & set(taken):
-                return dict(previous.ports)
+                return dict(previous)
         return dict(zip(roles, free_ports(len(roles), avoid=taken), strict=True))
 
-    def _start(self, names: list[str], *, previous: dict[str, ServiceRecord], state: State) -> dict[str, ServiceRecord]:
+    def _start(
+        self, names: list[str], *, previous: dict[str, dict[str, int]], state: State
+    ) -> dict[str, ServiceRecord]:
         if not names:
             return {}
         taken = [p for r in state.services.values() for p in r.ports.values()]
@@ -168,6 +171,7 @@ class ServiceManager:
                 record = ServiceRecord(driver.name, pid, ports, launch.version, str(launch.log), time.time())
                 logger.info("started %s %s (pid %d, ports %s)", driver.name, launch.version, pid, ports)
                 state.services[driver.name] = record
+                state.last_ports.pop(driver.name, None)
                 pending.append(_Pending(driver, launch, record, time.monotonic() + driver.startup_timeout_s))
             save_state(self.run_dir, state)  # so `down` finds them even if this process dies while waiting
             self._wait(pending)
@@ -221,12 +225,13 @@ class ServiceManager:
         """Stop the services in ``only`` that this run dir started; return the names stopped. No-op when none run."""
         names = set(only)
         stopped: list[str] = []
-        if not (self.run_dir / "state.json").exists():
+        if not (self.run_dir / STATE_FILE).exists():
             return stopped
         with self._lock():
             state = load_state(self.run_dir)
             for name in [n for n in SERVICES if n in names and n in state.services]:
                 record = state.services.pop(name)
+                state.last_ports[name] = dict(record.ports)
                 if pid_alive(record.pid):
                     stopped.append(name)
                 self._stop(record)

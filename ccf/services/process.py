@@ -51,8 +51,9 @@ def free_ports(count: int, host: str = LOOPBACK, avoid: Sequence[int] = ()) -> l
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True when ``port`` can be bound on ``host`` now."""
+    """True when a server could listen on ``port`` now (with ``SO_REUSEADDR``, as servers do, so TIME_WAIT is free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

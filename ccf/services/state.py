@@ -47,14 +47,26 @@ class State:
     """All records of one run dir, by service name."""
 
     services: dict[str, ServiceRecord] = field(default_factory=dict)
+    last_ports: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Ports of services stopped by ``down``, offered again by the next ``up`` so URLs stay stable."""
 
     def to_json(self) -> str:
-        return json.dumps({"services": {k: asdict(v) for k, v in sorted(self.services.items())}}, indent=2) + "\n"
+        data = {
+            "services": {k: asdict(v) for k, v in sorted(self.services.items())},
+            "last_ports": dict(sorted(self.last_ports.items())),
+        }
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> State:
         data = json.loads(text)
-        return cls(services={k: ServiceRecord.from_dict(v) for k, v in dict(data.get("services", {})).items()})
+        return cls(
+            services={k: ServiceRecord.from_dict(v) for k, v in dict(data.get("services", {})).items()},
+            last_ports={
+                str(k): {str(r): int(p) for r, p in dict(v).items()}
+                for k, v in dict(data.get("last_ports", {})).items()
+            },
+        )
 
 
 def load_state(run_dir: Path) -> State:
@@ -71,9 +83,9 @@ def load_state(run_dir: Path) -> State:
 
 
 def save_state(run_dir: Path, state: State) -> None:
-    """Write ``state`` atomically; remove the file when no service is left."""
+    """Write ``state`` atomically; remove the file when it holds nothing."""
     path = run_dir / STATE_FILE
-    if not state.services:
+    if not state.services and not state.last_ports:
         path.unlink(missing_ok=True)
         return
     run_dir.mkdir(parents=True, exist_ok=True)

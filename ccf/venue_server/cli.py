@@ -36,7 +36,9 @@ def serve_cmd(
     max_conn_age: Annotated[
         float | None, typer.Option("--max-conn-age", help="Close connections this many seconds old (Binance: 86400).")
     ] = None,
-    duration: Annotated[float | None, typer.Option("--duration", help="Synthetic: end after this much event time (s).")] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Synthetic: end after this much event time (s).")
+    ] = None,
 ) -> None:
     """Serve /stream, /ws, /api/v3/depth, /fapi/v1/depth and /control/{faults,stats} until Ctrl-C."""
     from ccf.logs import setup_logging
@@ -57,7 +59,7 @@ def serve_cmd(
             symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()) if symbols else tuple(venues.symbols),
             seed=venues.seed if seed is None else seed,
             alpha=alpha,
-            speed=(venues.replay_speed if mode == "replay" else 1.0) if speed is None else speed,
+            speed=venues.speed if speed is None else speed,
             files=files,
             market="futures" if market == "futures" else "spot",
             faults=tuple(parse_faults(fault or [])),

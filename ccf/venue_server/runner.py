@@ -59,7 +59,7 @@ class ServerThread:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self.server.start())
-        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
             return
@@ -102,7 +102,7 @@ def serve_forever(config: ServerConfig) -> None:
     async def main() -> None:
         server = VenueServer(config)
         port = await server.start()
-        print(f"venue server: http://{config.host}:{port}  ws://{config.host}:{port}/stream", flush=True)  # noqa: T201
+        print(f"venue server: http://{config.host}:{port}  ws://{config.host}:{port}/stream", flush=True)
         try:
             await asyncio.Event().wait()
         finally:

@@ -65,10 +65,16 @@ class ServerConfig:
     ping_interval_s: float | None = None
     queue_size: int = 4096
 
+    def __post_init__(self) -> None:
+        if self.speed < 0 or self.queue_size < 1:
+            raise ValueError(f"speed must be >= 0 and queue_size >= 1, got {self.speed}, {self.queue_size}")
+        if self.mode == "replay" and not self.files:
+            raise ValueError("replay mode needs at least one capture file")
+        if self.mode == "synthetic" and not self.symbols:
+            raise ValueError("synthetic mode needs at least one symbol")
+
     def make_feed(self) -> Feed:
         if self.mode == "replay":
-            if not self.files:
-                raise ValueError("replay mode needs at least one capture file")
             return ReplayFeed(self.files, self.market)
         end = None if self.duration_s is None else self.start_ns + round(self.duration_s * 1e9)
         venue = SyntheticVenue(list(self.symbols), self.seed, alpha=self.alpha, start_ns=self.start_ns, end_ns=end)
@@ -190,7 +196,7 @@ class VenueServer:
     # -- websocket ------------------------------------------------------------------------------------------------
 
     async def _ws_handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=self.config.ping_interval_s, max_msg_size=0)
+        ws = web.WebSocketResponse(heartbeat=self.config.ping_interval_s, max_msg_size=0, compress=False)
         await ws.prepare(request)
         transport = request.transport
         self._next_id += 1
@@ -325,7 +331,9 @@ class VenueServer:
         try:
             limit = max(1, min(5000, int(request.query.get("limit", "100"))))
         except ValueError:
-            return web.json_response({"code": -1100, "msg": "Illegal characters found in parameter 'limit'."}, status=400)
+            return web.json_response(
+                {"code": -1100, "msg": "Illegal characters found in parameter 'limit'."}, status=400
+            )
         self._counts["rest_requests"] += 1
         body = self.feed.rest_depth(symbol, limit)
         if body is None:

@@ -426,20 +426,11 @@ class SpotSync:
         return f"expected {want}, got U={delta.first_update_id} u={delta.last_update_id}"
 
 
-class FuturesSync:
+class FuturesSync(SpotSync):
     """USD-M / COIN-M rule: drop ``u < lastUpdateId``; the first applied diff has ``U <= lastUpdateId <= u`` (the
     spot form ``U <= lastUpdateId + 1 <= u`` is accepted too); every next one has ``pu == previous u``."""
 
-    __slots__ = ("bridged", "last")
-
-    def __init__(self) -> None:
-        self.last = 0
-        self.bridged = False
-
-    def reset(self, snapshot: BookSnapshot, raw: object, book: OrderBook) -> BookEvent:
-        self.last = snapshot.last_update_id
-        self.bridged = False
-        return SNAPSHOT
+    __slots__ = ()
 
     def check(self, delta: BookDelta) -> BookEvent:
         last = self.last
@@ -457,9 +448,6 @@ class FuturesSync:
             self.bridged = True
             return APPLIED
         return GAP
-
-    def after_apply(self, delta: BookDelta, raw: object, book: OrderBook) -> BookEvent:
-        return APPLIED
 
     def explain(self, delta: BookDelta) -> str:
         want = f"pu == {self.last}" if self.bridged else f"U <= {self.last} <= u"

@@ -43,13 +43,16 @@ def _assert_status_shape(payload: dict[str, Any]) -> None:
     assert set(payload["questdb"]) == {"http_url", "pg_port", "ilp_http_url", "version"}
     assert set(payload["mlflow"]) == {"tracking_uri"}
     host, port = payload["kafka"]["bootstrap_servers"].split(":")
-    assert host == "127.0.0.1" and port_open(int(port))
+    assert host == "127.0.0.1"
+    assert port_open(int(port))
     assert payload["kafka"]["version"].startswith("4.")
     assert payload["questdb"]["version"].startswith("9.")
-    assert isinstance(payload["questdb"]["pg_port"], int) and port_open(payload["questdb"]["pg_port"])
+    assert isinstance(payload["questdb"]["pg_port"], int)
+    assert port_open(payload["questdb"]["pg_port"])
     assert payload["questdb"]["ilp_http_url"] == payload["questdb"]["http_url"]
     for url in (payload["questdb"]["http_url"], payload["mlflow"]["tracking_uri"]):
-        assert url.startswith("http://127.0.0.1:") and port_open(int(url.rsplit(":", 1)[1]))
+        assert url.startswith("http://127.0.0.1:")
+        assert port_open(int(url.rsplit(":", 1)[1]))
 
 
 def _matches(exports: dict[str, str], payload: dict[str, Any]) -> None:
@@ -78,7 +81,8 @@ def test_up_reuses_the_session_services_and_status_has_the_documented_shape(serv
     _assert_status_shape(payload)
     _matches(exports, payload)
     table = _ccf("services", "status", "--run-dir", run_dir)
-    assert table.returncode == 0 and table.stdout.count("running") == 3
+    assert table.returncode == 0
+    assert table.stdout.count("running") == 3
 
 
 def test_up_down_up_cycle_in_a_fresh_run_dir(tmp_path: Path) -> None:
@@ -96,14 +100,16 @@ def test_up_down_up_cycle_in_a_fresh_run_dir(tmp_path: Path) -> None:
         _matches(exports, payload)
 
         again = _ccf("services", "up", "--run-dir", run_dir)
-        assert again.returncode == 0 and _exports(again.stdout) == exports
+        assert again.returncode == 0
+        assert _exports(again.stdout) == exports
 
         records = load_state(Path(run_dir)).services
         down = _ccf("services", "down", "--run-dir", run_dir)
         assert down.returncode == 0, down.stderr
         assert all(port_is_free(p) for r in records.values() for p in r.ports.values())
         gone = _ccf("services", "status", "--run-dir", run_dir, "--json")
-        assert gone.returncode == 1 and json.loads(gone.stdout) == {}
+        assert gone.returncode == 1
+        assert json.loads(gone.stdout) == {}
         assert _ccf("services", "down", "--run-dir", run_dir).returncode == 0  # nothing running: no-op
 
         t0 = time.monotonic()

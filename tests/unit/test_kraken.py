@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+from functools import cache
 
 import msgspec
 import orjson
@@ -22,6 +23,7 @@ PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF", "OCE
 SYMBOLS = ["WAVES-EUR", "XMR-USD", "KSM-BTC", "GRT-ETH", "SC-EUR", "ETH-CHF", "OCEAN-BTC", "OMG-USD", "BTC-CHF", "ADA-BTC"]
 
 
+@cache
 def _records(path: str) -> list[tuple[int, str, list[tuple[object, kraken.KrakenBook | None]]]]:
     return [(ts, raw, kraken.parse_with_text(raw, ts)) for ts, raw in received(path)]
 

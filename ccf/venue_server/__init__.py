@@ -1,0 +1,9 @@
+"""A local venue server speaking Binance's real protocol, for development, demos and chaos tests.
+
+* :mod:`~ccf.venue_server.server`: the aiohttp server (endpoints, shared feed, fault injection).
+* :mod:`~ccf.venue_server.feeds`: what it serves: the synthetic market (:mod:`ccf.synthetic`) or capture replay.
+* :mod:`~ccf.venue_server.binance_wire`: records written as Binance's messages.
+* :mod:`~ccf.venue_server.faults`: the faults and their spec syntax.
+* :mod:`~ccf.venue_server.runner`: running it in a background thread (tests) or the foreground (CLI).
+* :mod:`~ccf.venue_server.cli`: ``ccf venue-server serve``.
+"""

@@ -1,0 +1,127 @@
+"""The window engine's rules on hand-made events: boundaries, lateness, empty windows, resyncs, pickling."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+
+from ccf.engine import EngineConfig, SymbolEngine
+from ccf.features.bookkeeper import SyncedBook
+from ccf.features.ofi import OrderFlowImbalance
+from ccf.features.returns import RealizedVol
+from ccf.features.trades import TradeFlow
+from ccf.features.windows import SymbolWindows, WindowConfig
+from ccf.forecast.baselines import SymbolForecaster
+from ccf.forecast.scoring import Scorer
+from ccf.schemas import BookDelta, BookSnapshot, Trade
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+
+
+def snap(ts: int, uid: int = 10) -> BookSnapshot:
+    return BookSnapshot("binance", "ETH-USDT", ts, ts, ((100.0, 1.0), (99.0, 2.0)), ((101.0, 1.0), (102.0, 2.0)),
+                        last_update_id=uid)
+
+
+def delta(ts: int, uid: int, bids=(), asks=()) -> BookDelta:
+    return BookDelta("binance", "ETH-USDT", ts, ts, tuple(bids), tuple(asks), first_update_id=uid, last_update_id=uid)
+
+
+def trade(ts: int, price: float = 100.5, size: float = 1.0, side: str = "buy") -> Trade:
+    return Trade("binance", "ETH-USDT", ts, ts, price, size, side, str(ts))  # type: ignore[arg-type]
+
+
+def windows(lateness_s: float = 0.0) -> SymbolWindows:
+    cfg = WindowConfig(width_ns=S, lateness_ns=int(lateness_s * S))
+    return SymbolWindows("binance", "ETH-USDT", SyncedBook("binance", "ETH-USDT"), cfg)
+
+
+def test_book_features_use_the_book_before_the_window_end() -> None:
+    w = windows()
+    rows, _ = w.process([snap(T0 + S // 10), delta(T0 + S // 2, 11, bids=[(100.5, 3.0)])])
+    assert rows == []
+    # an event exactly at the window end belongs to the next window: the row shows the book before it
+    rows, _ = w.process([delta(T0 + S, 12, bids=[(100.7, 1.0)])])
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r.window_start, r.window_end) == (T0, T0 + S)
+    assert r.book_valid and r.features["best_bid"] == 100.5 and r.features["best_bid_size"] == 3.0
+    assert r.features["mid"] == (100.5 + 101.0) / 2
+
+
+def test_trades_in_half_open_windows_and_late_trades_are_routed() -> None:
+    w = windows(lateness_s=0.5)
+    w.process([snap(T0), trade(T0 + 100), trade(T0 + S - 1, size=2.0, side="sell")])
+    rows, late = w.process([trade(T0 + S, size=5.0), trade(T0 + S + S // 2 + 1)])  # watermark passes T0 + S
+    assert [r.window_start for r in rows] == [T0]
+    f = rows[0].features
+    assert f["trade_count"] == 2 and f["volume"] == 3.0 and f["signed_volume"] == -1.0
+    assert late == []
+    rows, late = w.process([trade(T0 + 5)])  # its window closed: late, counted, handed back, not dropped
+    assert late and late[0].ts_event == T0 + 5 and w.late_trades == 1
+    rows = w.flush()
+    assert rows[0].features["trade_count"] == 2 and rows[0].features["late_trades"] == 1.0
+
+
+def test_every_window_gets_a_row_and_empty_ones_say_so() -> None:
+    w = windows()
+    rows, _ = w.process([snap(T0), trade(T0 + 1), trade(T0 + 4 * S + 1)])
+    assert [r.window_start for r in rows] == [T0, T0 + S, T0 + 2 * S, T0 + 3 * S]
+    assert [r.features["carried"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
+    assert all(r.features["trade_count"] == 0 for r in rows[1:])
+    assert all(r.features["mid"] == rows[0].features["mid"] for r in rows)  # book carried forward
+    assert all(math.isnan(r.features["vwap"]) for r in rows[1:])
+
+
+def test_gap_invalidates_until_resync_and_bumps_epoch() -> None:
+    w = windows()
+    problems: list[object] = []
+    w.process([snap(T0), delta(T0 + 1, 11, bids=[(100.2, 1.0)]), delta(T0 + 2, 13)], lambda p, ts: problems.append(p))
+    assert len(problems) == 1 and "gap" in str(problems[0])
+    rows, _ = w.process([trade(T0 + S + 1)])
+    assert not rows[0].book_valid and rows[0].epoch == 1 and math.isnan(rows[0].features["mid"])
+    rows, _ = w.process([snap(T0 + S + 2, uid=20), delta(T0 + 2 * S + 1, 21)])
+    assert rows[0].book_valid and rows[0].epoch == 1 and rows[0].features["mid"] == 100.5
+
+
+def test_crossed_book_is_an_error_never_a_feature() -> None:
+    w = windows()
+    problems: list[object] = []
+    w.process([snap(T0), delta(T0 + 1, 11, bids=[(101.5, 1.0)])], lambda p, ts: problems.append(p))
+    assert type(problems[0]).__name__ == "CrossedBookError"
+    rows = w.flush()
+    assert not rows[0].book_valid and math.isnan(rows[0].features["spread"])
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        OrderFlowImbalance().update(1.0, 2.0, 3.0, 4.0),
+        RealizedVol(5).update(0.1),
+        TradeFlow().update(1.0, 2.0, "buy"),
+        Scorer("v", "s"),
+        SymbolForecaster("v", "s"),
+        windows(),
+        SymbolEngine("binance", "ETH-USDT", SyncedBook("binance", "ETH-USDT"), EngineConfig()),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_every_state_class_pickles(state: object) -> None:
+    clone = pickle.loads(pickle.dumps(state))
+    assert type(clone) is type(state)
+    if not isinstance(state, (SymbolForecaster, SymbolEngine)):  # River models re-pickle in another byte order
+        assert pickle.dumps(clone) == pickle.dumps(state)
+    assert type(pickle.loads(pickle.dumps(clone))) is type(state)
+
+
+def test_engine_resumes_from_a_pickle_exactly() -> None:
+    recs = [snap(T0)] + [x for i in range(1, 40) for x in (delta(T0 + i * S // 4, 10 + i, bids=[(100.0, 1.0 + i)]),
+                                                             trade(T0 + i * S // 4 + 1, side="sell" if i % 3 else "buy"))]
+    a = SymbolEngine("binance", "ETH-USDT", SyncedBook("binance", "ETH-USDT"), EngineConfig(horizons=(1, 2)))
+    first = a.on_batch(recs[:30])
+    b = pickle.loads(pickle.dumps(a))
+    assert a.on_batch(recs[30:]).rows == b.on_batch(recs[30:]).rows
+    assert first.rows and first.predictions
