@@ -110,17 +110,20 @@ class KafkaWriter:
 
 
 class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
-    def __init__(self, store: Writer, kafka: KafkaWriter | None, quantiles: Sequence[float]) -> None:
+    def __init__(self, store: Writer, kafka: KafkaWriter | None, quantiles: Sequence[float], where: str) -> None:
         self.store = store
         self.kafka = kafka
         self.quantiles = tuple(quantiles)
+        self.where = where
         self.written = {"features": 0, "predictions": 0, "scores": 0, "health": 0}
+        self.symbols: set[str] = set()
 
     def write_batch(self, items: list[EngineOut]) -> None:
         rows = [r for o in items for r in o.rows]
         preds = [p for o in items for p in o.predictions]
         scores = [s for o in items for s in o.scores]
         health = [h for o in items for h in health_rows(o)]
+        self.symbols.update(f"{r.venue}:{r.symbol}" for r in rows)
         self.written["features"] += self.store.upsert("features", [feature_row_values(r) for r in rows])
         self.written["predictions"] += self.store.upsert(
             "predictions", [prediction_values(p, self.quantiles) for p in preds]
@@ -137,7 +140,14 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         return None
 
     def close(self) -> None:
-        logger.info("sink closing after writing %s", self.written)
+        w = self.written
+        # the run's one-line summary (stdout: it is the job's result, not a log record)
+        print(
+            f"ccf features: {w['features']} feature rows, {w['predictions']} predictions, {w['scores']} scores, "
+            f"{w['health']} health rows for {len(self.symbols)} symbols ({', '.join(sorted(self.symbols))}) "
+            f"-> {self.where}",
+            flush=True,
+        )
         self.store.close()
         if self.kafka is not None:
             self.kafka.close()
@@ -168,5 +178,9 @@ class OutputSink(FixedPartitionedSink[EngineOut, None]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _OutputPartition:
-        kafka = KafkaWriter(self.settings) if self.settings.kafka.enabled else None
-        return _OutputPartition(open_store(self.settings), kafka, self.settings.forecast.quantiles)
+        s = self.settings
+        kafka = KafkaWriter(s) if s.kafka.enabled else None
+        where = f"QuestDB {s.questdb.http_url}" if s.questdb.enabled else f"embedded store {s.store.path}"
+        if kafka is not None:
+            where += f" + Kafka {s.kafka.bootstrap_servers}"
+        return _OutputPartition(open_store(s), kafka, s.forecast.quantiles, where)

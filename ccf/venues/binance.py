@@ -21,6 +21,7 @@ Prices must be finite and > 0, sizes finite and >= 0. Malformed input raises :cl
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Annotated, Any, Final, Generic, NamedTuple, TypeVar, cast
@@ -278,7 +279,19 @@ def _decode(kind: _Kind, enveloped: bool, raw: bytes | str, ts_recv: int, venue:
         msg = kind.enveloped.decode(raw).data if enveloped else kind.bare.decode(raw)
         return kind.build(msg, ts_recv, venue)
     except (msgspec.DecodeError, ValueError) as exc:
-        raise ParseError(f"bad {kind.name}: {exc}", venue=venue, raw=raw) from exc
+        raise ParseError(f"bad {kind.name}: {exc}", venue=venue, symbol=_symbol_hint(raw), raw=raw) from exc
+
+
+def _symbol_hint(raw: bytes | str) -> str:
+    """The symbol of a message that failed to parse, if it can be seen (for the dead-letter record)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    match = re.search(r'"s":"([A-Za-z0-9_]+)"', text) or re.match(r'\{"stream":"([a-z0-9_]+)@', text)
+    if match is None:
+        return ""
+    try:
+        return to_symbol(match[1])
+    except ValueError:
+        return match[1].upper()
 
 
 def _head(raw: bytes | str) -> bytes:

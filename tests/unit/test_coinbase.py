@@ -112,7 +112,8 @@ def test_replayed_books_never_cross_and_match_the_venue_ticker() -> None:
         elif msg["type"] == "ticker":
             assert sb is not None
             bid, ask = sb.book.best_bid(), sb.book.best_ask()
-            assert bid is not None and ask is not None
+            assert bid is not None
+            assert ask is not None
             assert (bid[0], ask[0]) == (float(msg["best_bid"]), float(msg["best_ask"])), msg
             matched += 1
         for record in recs:

@@ -12,7 +12,7 @@ import pytest
 
 from ccf.book import BookEvent
 from ccf.errors import ParseError
-from ccf.schemas import BookDelta, BookSnapshot, Trade
+from ccf.schemas import BookDelta, BookSnapshot, MarketRecord, Trade
 from ccf.venues import kraken
 from ccf.venues.checksums import kraken_checksum
 from tests.unit.venue_captures import Replay, received, sent
@@ -24,7 +24,7 @@ SYMBOLS = ["WAVES-EUR", "XMR-USD", "KSM-BTC", "GRT-ETH", "SC-EUR", "ETH-CHF", "O
 
 
 @cache
-def _records(path: str) -> list[tuple[int, str, list[tuple[object, kraken.KrakenBook | None]]]]:
+def _records(path: str) -> list[tuple[int, str, list[tuple[MarketRecord, kraken.KrakenBook | None]]]]:
     return [(ts, raw, kraken.parse_with_text(raw, ts)) for ts, raw in received(path)]
 
 
@@ -71,7 +71,8 @@ def test_update_contents() -> None:
            '{"b":[["0.042990","0.00000000","1618678145.920708"]],"c":"4105471083"},"book-1000","SC/EUR"]')
     _, recs = by_line[two]
     ((delta, text),) = recs
-    assert isinstance(delta, BookDelta) and text is not None
+    assert isinstance(delta, BookDelta)
+    assert text is not None
     assert (delta.symbol, delta.asks, delta.bids, delta.checksum) == ("SC-EUR", ((0.04299, 364630.28272081),),
                                                                        ((0.04299, 0.0),), 4105471083)
     assert delta.ts_event == 1_618_678_145_920_708_000
@@ -143,10 +144,12 @@ def test_every_checksum_of_the_capture_verifies_and_books_never_cross() -> None:
     assert sorted(replay.books) == sorted(SYMBOLS)
     assert all(sb.valid and sb.epoch == 0 for sb in replay.books.values())
     xmr = replay.books["XMR-USD"]
-    assert xmr.book.bid_count <= 1000 and xmr.book.ask_count <= 1000
+    assert xmr.book.bid_count <= 1000
+    assert xmr.book.ask_count <= 1000
     # the rule state pickles (Bytewax snapshots it) and keeps verifying after a round trip
     clone = pickle.loads(pickle.dumps(xmr))
-    assert clone.book.top_bids(10) == xmr.book.top_bids(10) and clone.rule.text.top(clone.book, 10)[0]
+    assert clone.book.top_bids(10) == xmr.book.top_bids(10)
+    assert clone.rule.text.top(clone.book, 10)[0]
 
 
 def test_a_corrupted_checksum_resyncs_that_symbol_only() -> None:
@@ -194,13 +197,15 @@ def test_resync_from_a_new_snapshot_then_every_checksum_verifies_again() -> None
     assert recovered_at == 40
     xmr = broken.books["XMR-USD"]
     assert (xmr.valid, xmr.epoch) == (True, 1)
-    assert broken.events["CHECKSUM"] == 1 and broken.events["BUFFERED"] == 35
+    assert broken.events["CHECKSUM"] == 1
+    assert broken.events["BUFFERED"] == 35
     # the failed update and the 35 buffered after it predate the snapshot: dropped as stale, not applied on top
     assert xmr.buffered == 0
-    ref = reference.books["XMR-USD"].book
-    assert (xmr.book.top_bids(1000), xmr.book.top_asks(1000)) == (ref.top_bids(1000), ref.top_asks(1000))
+    ref_book = reference.books["XMR-USD"].book
+    assert (xmr.book.top_bids(1000), xmr.book.top_asks(1000)) == (ref_book.top_bids(1000), ref_book.top_asks(1000))
     rule, ref_rule = xmr.rule, reference.books["XMR-USD"].rule
-    assert isinstance(rule, kraken.KrakenRule) and isinstance(ref_rule, kraken.KrakenRule)
+    assert isinstance(rule, kraken.KrakenRule)
+    assert isinstance(ref_rule, kraken.KrakenRule)
     assert (rule.failed, ref_rule.failed) == (1, 0)
     assert rule.verified == ref_rule.verified - 38  # all but updates 3 (lost), 4 (failed) .. 40 (became the snapshot)
 

@@ -12,7 +12,7 @@ import pytest
 
 from ccf.book import BookEvent
 from ccf.errors import ParseError
-from ccf.schemas import BookDelta, BookSnapshot, Trade
+from ccf.schemas import BookDelta, BookSnapshot, MarketRecord, Trade
 from ccf.venues import okx
 from ccf.venues.checksums import okx_checksum
 from tests.unit.venue_captures import Replay, received, sent
@@ -22,7 +22,7 @@ FEB = "cryptofeed_sample_data/okx_2022-02/OKX.ws.1.0.gz"
 
 
 @cache
-def _records(path: str) -> list[tuple[object, okx.OkxBook | None]]:
+def _records(path: str) -> list[tuple[MarketRecord, okx.OkxBook | None]]:
     return [pair for ts, raw in received(path) for pair in okx.parse_with_text(raw, ts)]
 
 
@@ -72,10 +72,10 @@ def test_book_contents() -> None:
         venue="okx", symbol="BTC-USD-220527", ts_event=1_652_459_225_464_000_000, ts_recv=1_652_459_225_708_481_000,
         bids=((30182.6, 452.0),), asks=((30249.4, 0.0), (30261.0, 4.0), (30310.3, 19.0)), checksum=-914047754,
     )
-    option = next(r for r in _records(FEB) if r[0].symbol == "ETH-USD-220624-20000-C")  # type: ignore[attr-defined]
-    snap, text = option
-    assert isinstance(snap, BookSnapshot) and text is not None
-    assert (snap.bids, snap.asks, snap.checksum) == ((), ((0.0025, 20.0), (0.003, 1506.0)), 1483419732)
+    option, text = next(r for r in _records(FEB) if r[0].symbol == "ETH-USD-220624-20000-C")
+    assert isinstance(option, BookSnapshot)
+    assert text is not None
+    assert (option.bids, option.asks, option.checksum) == ((), ((0.0025, 20.0), (0.003, 1506.0)), 1483419732)
     assert okx_checksum(text.bids, text.asks) == 1483419732
 
 
