@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from ccf.services.cli import app as services_app
+from ccf.venue_server.cli import app as venue_server_app
 
 app = typer.Typer(
     name="ccf",
@@ -19,6 +22,48 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(services_app, name="services")
+app.add_typer(venue_server_app, name="venue-server")
+
+
+@app.command("backtest")
+def backtest_cmd(
+    inputs: list[Path] = typer.Option(..., "--input", "-i", exists=True, dir_okay=False,
+                                      help="Capture files (repeat the option); paired ws/http files go together."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for features/predictions/scores parquet + summary."),
+    fmt: str = typer.Option("auto", "--format", help="Input format, or auto to detect it per file."),
+    models: str = typer.Option("naive,ewma,river_lr,river_ts", "--models",
+                               help="Comma-separated models, or 'all'."),
+) -> None:
+    """Run the features flow over capture files as fast as possible and score every model."""
+    from ccf.backtest import run_backtest
+    from ccf.forecast.baselines import MODELS
+    from ccf.logs import setup_logging
+    from ccf.settings import load_settings
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    chosen = list(MODELS) if models.strip() == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    summary = run_backtest(inputs, out, settings, models=chosen, fmt=fmt)
+    typer.echo(
+        f"{summary['records']} records in {summary['seconds']} s ({summary['records_per_s']} msgs/s, "
+        f"{summary['x_real_time']}x real time): {summary['feature_rows']} windows, {summary['predictions']} "
+        f"predictions for {', '.join(summary['symbols'])} -> {out}"
+    )
+    for s in summary["scores"]:
+        skill = "n/a" if s["skill"] is None else f"{s['skill']:+.4f}"
+        typer.echo(f"  {s['symbol']:<14} {s['model']:<9} h={s['horizon_steps']:<3} n={s['n']:<6} skill={skill}")
+
+
+@app.command("book-replay")
+def book_replay_cmd(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Capture files (ws and http together)."),
+    out: Path = typer.Option(..., "--out", "-o", help="OUT.csv or OUT.parquet"),
+) -> None:
+    """Replay captures through the book code: one row per applied update (best bid/ask, levels, epoch, validity)."""
+    from ccf.capture.replay import write_book_replay
+
+    n = write_book_replay(files, out)
+    typer.echo(f"{n} book updates -> {out}")
 
 
 @app.command("config")

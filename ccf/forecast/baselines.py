@@ -37,8 +37,8 @@ LR_FEATURES = (
 )
 BPS = 1e4  # models learn in basis points: SGD is badly scaled on raw log-returns of ~1e-4
 MIN_RESIDUALS = 30
-LR_WARMUP = 50  # labels learnt before river_lr speaks; until then it says what naive says
-LR_CLIP_SD = 3.0  # a forecast beyond this many standard deviations of the realised target is clipped to it
+LR_WARMUP = 50  # labels seen at a horizon before the learnt models speak there
+CLIP_SD = 3.0  # a learnt forecast beyond this many standard deviations of the realised target is clipped to it
 
 
 def model_inputs(features: dict[str, float]) -> dict[str, float]:
@@ -157,13 +157,14 @@ class SymbolForecaster:
         if model == "ewma":
             mean = self.ewma.get()
             return h * mean if mean == mean else 0.0
+        if self.lr_n[h] < LR_WARMUP:  # the learnt models say what naive says until they have seen enough labels
+            return 0.0
         if model == "river_lr":
-            if self.lr_n[h] < LR_WARMUP:
-                return 0.0
             v = self.lr[h].predict_one(x) / BPS
-            bound = LR_CLIP_SD * math.sqrt(max(self.y_var[h].get(), 0.0))
-            return max(-bound, min(bound, v)) if math.isfinite(v) else 0.0
-        return math.fsum(ts_path[:h])
+        else:
+            v = math.fsum(ts_path[:h])
+        bound = CLIP_SD * math.sqrt(max(self.y_var[h].get(), 0.0))
+        return max(-bound, min(bound, v)) if math.isfinite(v) else 0.0
 
     def _prediction(self, model: str, h: int, issued_at: int, value: float) -> Prediction:
         quantiles: dict[str, float] = {}

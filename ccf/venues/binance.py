@@ -210,7 +210,7 @@ class _Peek(msgspec.Struct):
     e: str | None = None
     lastUpdateId: int | None = None
     u: int | None = None
-    id: msgspec.Raw | None = None
+    id: int | str | None = None
 
 
 # ---- records ----

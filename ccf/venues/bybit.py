@@ -60,6 +60,18 @@ RESTART_UPDATE_ID: Final = 1
 _QUOTES_LONGEST_FIRST: Final = tuple(sorted(QUOTES, key=len, reverse=True))
 
 
+def category_of_url(ws_url: str) -> Category:
+    """The category of a connection from its URL (captures record the URL in their first line).
+
+    >>> category_of_url("wss://stream.bybit.com/v5/public/linear")
+    'linear'
+    """
+    for category, url in WS_URLS.items():
+        if ws_url.rstrip("/").endswith(url.rpartition("/")[2]) and "/v5/public/" in ws_url:
+            return category
+    raise ValueError(f"{ws_url!r} is not a Bybit v5 public websocket URL")
+
+
 def to_symbol(venue_symbol: str, category: Category = "spot") -> str:
     """``BANDUSDT`` -> ``BAND-USDT`` (spot) or ``BAND-USDT-PERP`` (linear).
 

@@ -15,7 +15,7 @@ from ccf.book import BookEvent
 from ccf.errors import ParseError
 from ccf.schemas import BookDelta, BookSnapshot, MarketRecord, Trade
 from ccf.venues import bybit
-from tests.unit.venue_captures import Replay, capture_path, received, sent
+from tests.unit.venue_captures import Replay, capture_path, connection_url, received, sent
 
 LINEAR = "cryptofeed_sample_data/bybit_v5_2025/BYBIT.ws.1.0.gz"
 SPOT = "cryptofeed_sample_data/bybit_v5_2025/BYBIT.ws.2.0.gz"
@@ -24,6 +24,7 @@ OB500 = "nautilus_trader_test_data/bybit_xrpusdt-ob500.data.zip"
 
 @cache
 def _l1(path: str, category: bybit.Category) -> list[MarketRecord]:
+    assert bybit.category_of_url(connection_url(path)) == category
     return [r for ts, raw in received(path) for r in bybit.parse(raw, ts, category=category)]
 
 
@@ -53,6 +54,9 @@ def test_symbols() -> None:
         "ARB-USDC", "CPOOL-USDT", "KCS-USDT", "MASA-USDT", "OP-USDC", "TUSD-USDT"]
     assert bybit.to_venue_symbol("TUSD-USDT") == "TUSDUSDT"
     assert bybit.to_symbol("BTC-27JUN25", "linear") == "BTC-27JUN25"
+    assert [bybit.category_of_url(u) for u in bybit.WS_URLS.values()] == ["spot", "linear", "inverse"]
+    with pytest.raises(ValueError, match="not a Bybit"):
+        bybit.category_of_url("wss://stream.bybit.com/realtime_public")
 
 
 def test_subscribe_message_is_what_the_recorder_sent() -> None:

@@ -75,3 +75,9 @@ class Replay:
         self.events[event.name] += 1
         assert not sb.book.is_crossed(), f"{record.symbol} crossed: {sb!r}"
         return event
+
+
+def connection_url(relative: str) -> str:
+    """The websocket URL from the capture's first line."""
+    with gzip.open(capture_path(relative), "rt", encoding="utf-8") as fh:
+        return fh.readline().split(" <-> ", 1)[0]
