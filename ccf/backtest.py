@@ -80,6 +80,12 @@ def run_backtest(
         for path in inputs:
             if detect_format(path) is not wanted:
                 raise ValueError(f"{path} does not look like {fmt} (it reads as {detect_format(path)})")
+    from ccf.capture.readers import Format, detect_format
+
+    if inputs and all(detect_format(p) is Format.BINANCE_KLINE_CSV for p in inputs):
+        # bars in: one window per 1-minute bar
+        feats = settings.features.model_copy(update={"mode": "kline", "window_s": 60.0})
+        settings = settings.model_copy(update={"features": feats})
     counted = _Counted(iter(read_records(list(inputs), with_extra=True)))
     source = RecordSource({"backtest": lambda: iter(counted)}, stop_after_s=settings.stop_after, pace=0.0)
     sink = CollectSink()

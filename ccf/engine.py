@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ccf.features.klines import KlineWindows
 from ccf.features.windows import BookKeeper, SymbolWindows, WindowConfig
 from ccf.forecast.baselines import MODELS, SymbolForecaster
 from ccf.forecast.scoring import Scorer
@@ -20,6 +21,7 @@ from ccf.settings import Settings
 @dataclass(frozen=True)
 class EngineConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
+    mode: str = "book"  # "book": order books and trades in; "kline": closed bars in, one window per bar
     horizons: tuple[int, ...] = (1, 5, 10, 20)
     models: tuple[str, ...] = MODELS
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -36,6 +38,7 @@ class EngineConfig:
                 levels=tuple(f.depth_levels),
                 vol_windows=f.volatility_windows,
             ),
+            mode=f.mode,
             horizons=tuple(fc.horizons),
             models=tuple(fc.models),
             quantiles=tuple(fc.quantiles),
@@ -76,7 +79,11 @@ class SymbolEngine:
     def __init__(self, venue: str, symbol: str, book: BookKeeper, config: EngineConfig | None = None) -> None:
         self.cfg = config or EngineConfig()
         self.venue, self.symbol = venue, symbol
-        self.windows = SymbolWindows(venue, symbol, book, self.cfg.window)
+        self.windows: SymbolWindows | KlineWindows = (
+            KlineWindows(venue, symbol, self.cfg.window.vol_windows)
+            if self.cfg.mode == "kline"
+            else SymbolWindows(venue, symbol, book, self.cfg.window)
+        )
         self.forecaster = (
             SymbolForecaster(
                 venue,
@@ -92,6 +99,7 @@ class SymbolEngine:
         )
         self.scorer = Scorer(venue, symbol)
         self.rows_since_score = 0
+        self.last_end: int | None = None
 
     def on_batch(self, records: Sequence[Any]) -> EngineOut:
         out = EngineOut()
@@ -102,8 +110,10 @@ class SymbolEngine:
     def on_eof(self) -> EngineOut:
         out = EngineOut()
         self._rows(self.windows.flush(), out)
-        if self.scorer.metrics and self.windows.next_end is not None:
-            out.scores.extend(self.scorer.scores(self.windows.next_end - self.cfg.window.width_ns))
+        if self.scorer.metrics and out.rows:
+            out.scores.extend(self.scorer.scores(out.rows[-1].window_end))
+        elif self.scorer.metrics and self.last_end is not None:
+            out.scores.extend(self.scorer.scores(self.last_end))
             self.rows_since_score = 0
         return out
 
@@ -120,6 +130,7 @@ class SymbolEngine:
     def _rows(self, rows: list[FeatureRow], out: EngineOut) -> None:
         for row in rows:
             out.rows.append(row)
+            self.last_end = row.window_end
             mid = row.features.get("mid", float("nan"))
             self.scorer.observe_mid(row.window_end, mid if row.book_valid else float("nan"))
             if self.forecaster is not None:

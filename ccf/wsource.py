@@ -271,6 +271,7 @@ class WsClient:
                 close_timeout=cfg.close_timeout_s,
                 ping_interval=cfg.ping_interval_s,
                 max_size=None,
+                max_queue=None,  # never pause reading: everything goes to our queue, and a close frame is seen at once
                 proxy=True if cfg.use_env_proxy else None,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:

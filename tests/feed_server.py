@@ -72,7 +72,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path in fs.fail:
             status = fs.fail[path]
-            self._send(status, b"failure switched on\n", {"Content-Type": "text/plain", **fs.fail_headers.get(path, {})})
+            self._send(
+                status, b"failure switched on\n", {"Content-Type": "text/plain", **fs.fail_headers.get(path, {})}
+            )
             return
         res = fs.resources.get(path)
         if res is None:
@@ -102,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.server.feed_server._record_status(self.path.split("?", 1)[0], status)
         self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
         for name, value in headers.items():
             self.send_header(name, value)
@@ -134,6 +137,7 @@ class FeedServer:
         self.redirect: dict[str, tuple[int, str]] = {}
         self.conditional = True
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.statuses: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._httpd: _Server | None = None
@@ -176,14 +180,20 @@ class FeedServer:
         with self._lock:
             self.requests.append((path, headers))
 
+    def _record_status(self, path: str, status: int) -> None:
+        with self._lock:
+            self.statuses.append((path, status))
+
     def requests_for(self, path: str) -> list[dict[str, str]]:
         """Headers of every request for ``path``, in order (keys lower case)."""
         with self._lock:
             return [h for p, h in self.requests if p == quote(path)]
 
     def clear_requests(self) -> None:
+        """Forget the requests and response statuses seen so far."""
         with self._lock:
             self.requests.clear()
+            self.statuses.clear()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
 

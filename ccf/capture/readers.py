@@ -169,7 +169,7 @@ def read_file(path: str | Path) -> Iterator[Item]:
 def cryptofeed_session(directory: str | Path, name: str) -> list[Path]:
     """The websocket and REST files of one cryptofeed recording, e.g. ``("…/cryptofeed_sample_data", "BINANCE")``."""
     directory = Path(directory)
-    return sorted(p for kind in ("ws", "http") for p in directory.glob(f"{name}.{kind}.*"))
+    return [p for kind in ("ws", "http") for p in sorted(directory.glob(f"{name}.{kind}.*"))]
 
 
 def _read_file(path: Path) -> Iterator[_Timed]:

@@ -34,6 +34,8 @@ LR_FEATURES = (
     "spread_bps",
     "realized_vol",
     "micro_dev",
+    "range",
+    "taker_buy_ratio",
 )
 BPS = 1e4  # models learn in basis points: SGD is badly scaled on raw log-returns of ~1e-4
 MIN_RESIDUALS = 30
@@ -47,10 +49,11 @@ def model_inputs(features: dict[str, float]) -> dict[str, float]:
     >>> model_inputs({"mid": 100.0, "microprice": 100.01, "ofi": float("nan")})["micro_dev"]
     1.0000000000047748
     """
-    x = {k: features.get(k, 0.0) for k in LR_FEATURES if k != "micro_dev"}
+    x = {k: features[k] for k in LR_FEATURES if k in features}  # book rows and kline rows have different sets
     mid, micro = features.get("mid", math.nan), features.get("microprice", math.nan)
-    x["micro_dev"] = (micro - mid) / mid * BPS if mid > 0 and micro == micro else 0.0
-    x["mid_logret"] = x["mid_logret"] * BPS
+    if micro == micro:
+        x["micro_dev"] = (micro - mid) / mid * BPS if mid > 0 else 0.0
+    x["mid_logret"] = x.get("mid_logret", 0.0) * BPS
     return {k: (v if v == v and math.isfinite(v) else 0.0) for k, v in x.items()}
 
 
@@ -85,7 +88,7 @@ class SymbolForecaster:
             h: preprocessing.TargetStandardScaler(
                 compose.Pipeline(
                     preprocessing.StandardScaler(),
-                    linear_model.LinearRegression(optimizer=optim.SGD(0.002), intercept_lr=0.002, l2=1e-3),
+                    linear_model.BayesianLinearRegression(alpha=1.0, beta=1.0, smoothing=0.999),
                 )
             )
             for h in self.horizons

@@ -142,7 +142,12 @@ class NewsPoller:
         for url, fs in state.feeds.items():
             if url in self._feeds:
                 self._feeds[url] = _Feed(
-                    url, SeenSet(fs.seen, self.max_seen), fs.etag, fs.last_modified, fs.failures, fs.next_due_ns,
+                    url,
+                    SeenSet(fs.seen, self.max_seen),
+                    fs.etag,
+                    fs.last_modified,
+                    fs.failures,
+                    fs.next_due_ns,
                     fs.last_error,
                 )
 
@@ -241,7 +246,9 @@ class NewsPoller:
             self._failed(feed, status.reason, now_ns, None)
             return [], False
         if status.bozo:
-            logger.info("news feed %s is ill-formed, kept %s recovered entries: %s", feed.url, len(items), status.reason)
+            logger.info(
+                "news feed %s is ill-formed, kept %s recovered entries: %s", feed.url, len(items), status.reason
+            )
         changed = self._succeeded(feed, fetch, now_ns)
         fresh = [item for item in items if feed.seen.add(item.id)]
         return fresh, changed or bool(fresh)

@@ -43,9 +43,7 @@ class _End:
 
 
 class _NewsPartition(StatefulSourcePartition[NewsItem, PollerState]):
-    def __init__(
-        self, poller: NewsPoller, name: str, max_polls: int | None, stop_after_s: float | None
-    ) -> None:
+    def __init__(self, poller: NewsPoller, name: str, max_polls: int | None, stop_after_s: float | None) -> None:
         self._poller = poller
         self._emitted = poller.state()
         self._queue: queue.SimpleQueue[tuple[list[NewsItem], PollerState] | _End] = queue.SimpleQueue()
@@ -113,7 +111,11 @@ class _NewsPartition(StatefulSourcePartition[NewsItem, PollerState]):
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=self._poller.timeout_s * 4)
-        self._poller.close()
+        if self._thread.is_alive():
+            # still inside a fetch: closing its client under it would only turn that into an error; it is a daemon
+            logger.warning("news source thread %s did not stop in time; leaving it", self._thread.name)
+        else:
+            self._poller.close()
 
 
 class NewsSource(FixedPartitionedSource[NewsItem, PollerState]):

@@ -49,6 +49,19 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
 
 
+def jar_version(jars: list[Path]) -> str:
+    """Kafka's version from the name of its ``kafka_<scala>-<version>.jar``.
+
+    >>> jar_version([Path("/c/kafka-clients-4.4.0.jar"), Path("/c/kafka_2.13-4.4.0.jar")])
+    '4.4.0'
+    """
+    prefix = f"kafka_{SCALA_VERSION}-"
+    for jar in jars:
+        if jar.name.startswith(prefix) and jar.suffix == ".jar":
+            return jar.name.removeprefix(prefix).removesuffix(".jar")
+    raise ServiceError(f"kafka: no {prefix}*.jar among {len(jars)} cached jars; remove the jar cache and retry")
+
+
 class KafkaDriver:
     """Kafka ``KAFKA_VERSION`` on ports ``broker`` (PLAINTEXT) and ``controller`` (KRaft quorum)."""
 
@@ -82,7 +95,7 @@ class KafkaDriver:
             cmd=[*base, "kafka.Kafka", str(props)],
             log=home / "kafka.out",
             cwd=home,
-            version=KAFKA_VERSION,
+            version=jar_version(jars),
             detail_log=home / "server.log",
         )
 

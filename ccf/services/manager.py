@@ -113,10 +113,16 @@ class ServiceManager:
         return pid_matches(record.pid, str(self.home(record.name)))
 
     def _healthy(self, record: ServiceRecord, grace_s: float = 0.0) -> bool:
-        if not self._owned(record):
-            return False
+        """Ours, alive and answering; a live one that does not answer yet gets ``grace_s`` seconds."""
         driver = self.drivers[record.name]
-        return wait_for(lambda: driver.answering(record.ports), timeout=grace_s, interval=0.5)
+        deadline = time.monotonic() + grace_s
+        while self._owned(record):
+            if driver.answering(record.ports):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+        return False
 
     # ----------------------------------------------------------------------------------------------- up
     def up(self, only: Iterable[str] = SERVICES) -> dict[str, dict[str, Any]]:
@@ -213,7 +219,11 @@ class ServiceManager:
     # --------------------------------------------------------------------------------------------- down
     def _stop(self, record: ServiceRecord) -> None:
         # A live pid whose command line is not ours was reused by another process: never signal it.
-        if pid_alive(record.pid) and not self._owned(record):
+        if (
+            pid_alive(record.pid)
+            and not self._owned(record)
+            and not wait_for(lambda: not pid_alive(record.pid), timeout=2.0)  # an exiting process has no cmdline
+        ):
             logger.warning("pid %d of %s now belongs to another process; not stopping it", record.pid, record.name)
             return
         stop_group(record.pid, name=record.name, timeout=STOP_TIMEOUT_S)

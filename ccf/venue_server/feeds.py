@@ -137,7 +137,7 @@ class _Book:
                 else:
                     side[price] = size
         self.last_u = int(data["u"])  # type: ignore[call-overload]
-        if "E" in data:
+        if self.extra and "E" in data:  # futures snapshots carry E/T; spot ones do not
             self.extra = {"E": data["E"], "T": data.get("T", data["E"])}
 
     def rest(self, limit: int) -> bytes:

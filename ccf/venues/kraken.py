@@ -132,6 +132,8 @@ def decode_book(msg: list[Any]) -> KrakenBook:
     snapshot = False
     latest = 0
     for part in msg[1:-2]:
+        if not isinstance(part, dict):
+            raise TypeError(f"book payload {part!r} is not an object")
         if "as" in part or "bs" in part:
             snapshot = True
             asks, latest = _levels(part.get("as", ()), latest)

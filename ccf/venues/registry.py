@@ -18,6 +18,10 @@ RULES: dict[str, tuple[str, str, tuple[Any, ...]]] = {
     "binance_us": ("ccf.venues.binance", "new_sync", ("binance_us",)),
     "binance_futures": ("ccf.venues.binance", "new_sync", ("binance_futures",)),
     "binance_delivery": ("ccf.venues.binance", "new_sync", ("binance_delivery",)),
+    "coinbase": ("ccf.venues.coinbase", "CoinbaseRule", ()),
+    "kraken": ("ccf.venues.kraken", "KrakenRule", ()),
+    "okx": ("ccf.venues.okx", "OkxRule", ()),
+    "bybit": ("ccf.venues.bybit", "BybitRule", ()),
     # the synthetic venue numbers its diffs like Binance spot (U = previous u + 1)
     "synthetic": ("ccf.venues.binance", "new_sync", ("binance",)),
 }

@@ -102,6 +102,7 @@ def test_non_data_messages_give_nothing(raw: str) -> None:
 @pytest.mark.parametrize(("raw", "symbol"), [
     ("[992,{\"b\":[[\"354.1\"", ""),
     ('"hello"', ""),
+    ('[992,["354.1","1.0","1.0"],"book-10","XMR/USD"]', "XMR/USD"),
     ('[992,{"b":[["354.1","1.0"]],"c":"1"},"book-10","XMR/USD"]', "XMR/USD"),
     ('[992,{"b":[[354.1,"1.0","1.0"]]},"book-10","XMR/USD"]', "XMR/USD"),
     ('[992,{"b":[["354.1","1.0","1.0"]],"c":"x"},"book-10","XMR/USD"]', "XMR/USD"),

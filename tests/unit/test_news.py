@@ -20,6 +20,7 @@ from ccf.news import (
     FeedState,
     FeedStatus,
     NewsPoller,
+    NewsSource,
     PollerState,
     backoff_s,
     clean_text,
@@ -31,6 +32,7 @@ from ccf.news import (
 from ccf.news.parse import MAX_SUMMARY_CHARS
 from ccf.news.state import SeenSet, state_path_for
 from ccf.schemas import NewsItem, decode, encode
+from ccf.settings import NewsSettings
 
 DATA_DIR = Path(os.environ.get("CCF_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 RSS = DATA_DIR / "rss_feeds"
@@ -64,7 +66,10 @@ def test_every_corpus_file_parses_without_exception(path: Path) -> None:
 
 @needs_data
 def test_corpus_totals() -> None:
-    counts = {d: sum(1 for p in ALL_FILES if p.relative_to(RSS).parts[0] == d) for d in {p.relative_to(RSS).parts[0] for p in ALL_FILES}}
+    counts = {
+        d: sum(1 for p in ALL_FILES if p.relative_to(RSS).parts[0] == d)
+        for d in {p.relative_to(RSS).parts[0] for p in ALL_FILES}
+    }
     assert counts == {"feedparser_tests": 536, "feed-rs_fixtures": 68, "rss-parser_test_input": 30, "crypto_news": 1}
     results = [parse_feed(p.read_bytes(), "u", 1) for p in ALL_FILES]
     assert sum(len(items) for items, _ in results) == 923
@@ -191,9 +196,26 @@ def test_empty_and_hostile_bytes() -> None:
         st.binary(max_size=400),
         st.lists(
             st.sampled_from(
-                [b"<?xml version='1.0' encoding='utf-16'?>", b"<rss>", b"<channel>", b"<item>", b"<title>", b"</title>",
-                 b"<![CDATA[", b"]]>", b"&amp;", b"&bogus;", b"\xff\xfe", b"<feed xmlns='http://www.w3.org/2005/Atom'>",
-                 b"<entry>", b"<pubDate>Mon, 99 Foo 2023</pubDate>", b"<guid>", b"</item>", b"\x00", b"<link>x</link>"]
+                [
+                    b"<?xml version='1.0' encoding='utf-16'?>",
+                    b"<rss>",
+                    b"<channel>",
+                    b"<item>",
+                    b"<title>",
+                    b"</title>",
+                    b"<![CDATA[",
+                    b"]]>",
+                    b"&amp;",
+                    b"&bogus;",
+                    b"\xff\xfe",
+                    b"<feed xmlns='http://www.w3.org/2005/Atom'>",
+                    b"<entry>",
+                    b"<pubDate>Mon, 99 Foo 2023</pubDate>",
+                    b"<guid>",
+                    b"</item>",
+                    b"\x00",
+                    b"<link>x</link>",
+                ]
             ),
             max_size=30,
         ).map(b"".join),
@@ -227,7 +249,11 @@ def test_ids_fall_back_and_are_stable_across_parses() -> None:
 
 @needs_data
 def test_corpus_ids_stable_across_two_parses() -> None:
-    for rel in ("crypto_news/coindesk_rss_2023-03-13.xml", "rss-parser_test_input/guardian.rss", "rss-parser_test_input/reddit.rss"):
+    for rel in (
+        "crypto_news/coindesk_rss_2023-03-13.xml",
+        "rss-parser_test_input/guardian.rss",
+        "rss-parser_test_input/reddit.rss",
+    ):
         first, _ = _parse(rel, fetched=1)
         second, _ = _parse(rel, fetched=2)
         assert [i.id for i in first] == [i.id for i in second]
@@ -268,7 +294,9 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "news-seen.json"
     state = PollerState(
         {
-            "https://a.test/rss": FeedState('"e1"', "Mon, 13 Mar 2023 10:39:40 GMT", ("1", "2", "3"), 2, 99, "HTTP 500"),
+            "https://a.test/rss": FeedState(
+                '"e1"', "Mon, 13 Mar 2023 10:39:40 GMT", ("1", "2", "3"), 2, 99, "HTTP 500"
+            ),
             "https://b.test/rss": FeedState(seen=("x",)),
         }
     )
@@ -310,7 +338,9 @@ FEED = b"""<rss version="2.0"><channel><title>t</title>%s</channel></rss>"""
 
 
 def _rss(*ids: str) -> bytes:
-    return FEED % b"".join(b"<item><title>n%s</title><guid isPermaLink='false'>%s</guid></item>" % (i.encode(), i.encode()) for i in ids)
+    return FEED % b"".join(
+        b"<item><title>n%s</title><guid isPermaLink='false'>%s</guid></item>" % (i.encode(), i.encode()) for i in ids
+    )
 
 
 class FakeWeb:
@@ -460,3 +490,16 @@ def test_seen_set_bound_applies_per_feed() -> None:
     poller = _poller(web, [A], max_seen=4)
     assert len(poller.poll_once(0)) == 10
     assert poller.state().feeds[A].seen == ("6", "7", "8", "9")
+
+
+def test_from_settings(tmp_path: Path) -> None:
+    news = NewsSettings(feeds=[A, B], poll_interval_s=30, max_backoff_s=300, state_path=tmp_path / "n.json")
+    poller = NewsPoller.from_settings(news, max_workers=2)
+    assert poller.feeds == [A, B]
+    assert (poller.poll_interval_s, poller.max_backoff_s, poller.state_path) == (30, 300, tmp_path / "n.json")
+    assert NewsPoller.from_settings(news, feeds=[B]).feeds == [B]
+    source = NewsSource.from_settings(news, per_feed=True, max_polls=1)
+    assert source.list_parts() == [A, B]
+    assert source.poller_kwargs == {"poll_interval_s": 30, "max_backoff_s": 300}
+    assert NewsSource.from_settings(NewsSettings()).list_parts() == ["news"]
+    assert not (tmp_path / "n.json").exists()  # nothing is written before a poll
