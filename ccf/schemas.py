@@ -132,7 +132,10 @@ class NewsItem(_Record, frozen=True, tag="news.v1"):
 
 
 class FeatureRow(_Record, frozen=True, tag="features.v1"):
-    """Features of one symbol over one event-time window ``[window_start, window_end)``."""
+    """Features of one symbol over one event-time window ``[window_start, window_end)``.
+
+    A feature without a value is NaN in memory; JSON has no NaN, so on the wire it is ``null`` and decodes as
+    ``None``."""
 
     venue: str
     symbol: str
@@ -141,7 +144,7 @@ class FeatureRow(_Record, frozen=True, tag="features.v1"):
     feature_set: str
     book_valid: bool
     epoch: int
-    features: dict[str, float]
+    features: dict[str, float | None]
 
 
 class Prediction(_Record, frozen=True, tag="prediction.v1"):
@@ -191,8 +194,9 @@ def encode(record: Record) -> bytes:
 
 
 def decode(data: bytes | str) -> Record:
-    """A record from :func:`encode` 's bytes. Raises :class:`msgspec.ValidationError` on anything else."""
-    return _decoder.decode(data)
+    """A record from :func:`encode` 's bytes. Raises :class:`msgspec.DecodeError` (or its subclass ``ValidationError``) on anything else."""
+    record: Record = _decoder.decode(data)
+    return record
 
 
 def record_key(record: MarketRecord | FeatureRow | Prediction | Score) -> bytes:

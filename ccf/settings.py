@@ -67,6 +67,7 @@ class QuestDBSettings(BaseModel):
     username: str = "admin"
     password: SecretStr = SecretStr("quest")
     database: str = "qdb"
+    table_prefix: str = ""
 
     @property
     def enabled(self) -> bool:

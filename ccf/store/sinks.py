@@ -159,7 +159,8 @@ def open_store(settings: Settings) -> Writer:
     if settings.questdb.enabled:
         from ccf.store.questdb_store import QuestDBWriter
 
-        return QuestDBWriter(settings.questdb.http_url, tables, ilp_url=settings.questdb.ilp_url)
+        q = settings.questdb
+        return QuestDBWriter(q.http_url, tables, ilp_url=q.ilp_url, table_prefix=q.table_prefix)
     from ccf.store.duckdb_store import DuckDBStore
 
     return DuckDBStore(settings.store.path, tables)

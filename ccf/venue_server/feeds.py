@@ -54,7 +54,13 @@ class Feed(Protocol):
     symbols: tuple[str, ...]
     """Wire symbols (``ETHUSDT``)."""
 
-    def batches(self) -> Iterator[list[WireEvent]]: ...
+    def batches(self) -> Iterator[list[WireEvent]]:
+        """Events in order; an event with ``stream == ""`` is not sent (a capture's REST snapshot line)."""
+        ...
+
+    def published(self, event: WireEvent) -> None:
+        """Called for every event once it has been handed to the connections (or skipped, if not sent)."""
+        ...
 
     def rest_depth(self, symbol: str, limit: int) -> bytes | None:
         """REST answer for a wire symbol, or ``None`` if the feed has no book for it."""
@@ -88,6 +94,9 @@ class SyntheticFeed:
                     stream, payload = out
                     batch.append(WireEvent(record.ts_event, stream, envelope(stream, payload)))
             yield batch
+
+    def published(self, event: WireEvent) -> None:
+        """Nothing to do: the venue's book is at most one step ahead of what was sent, which REST may show."""
 
     def rest_depth(self, symbol: str, limit: int) -> bytes | None:
         name = self._by_wire.get(symbol)
@@ -156,6 +165,7 @@ class ReplayFeed:
         self.symbols: tuple[str, ...] = ()
         self._capture_snapshots: dict[str, bytes] = {}
         self._books: dict[str, _Book] = {}
+        self._last = ""
         self._scan()
 
     def _scan(self) -> None:
@@ -177,29 +187,32 @@ class ReplayFeed:
 
     def batches(self) -> Iterator[list[WireEvent]]:
         batch: list[WireEvent] = []
-        last = ""
         for ts, text in read_capture(self.paths):
-            if text.startswith('{"lastUpdateId"'):
-                if last:
-                    self._books[last] = _Book(orjson.loads(text))
+            if text.startswith('{"stream":"'):
+                batch.append(WireEvent(ts, text[11 : text.index('"', 11)], text))
+            elif text.startswith('{"lastUpdateId"'):
+                batch.append(WireEvent(ts, "", text))
+            else:
+                logger.warning("replay: line at ts %d is not a combined-stream message, skipped: %.80s", ts, text)
                 continue
-            try:
-                msg = orjson.loads(text)
-                stream = msg["stream"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                logger.warning("replay: line at ts %d is not a combined-stream message, skipped", ts)
-                continue
-            if stream_kind(stream) == "depth":
-                last = stream.partition("@")[0].upper()
-                book = self._books.get(last)
-                if book is not None:
-                    book.apply(msg["data"])
-            batch.append(WireEvent(ts, stream, text))
             if len(batch) >= self.batch_size:
                 yield batch
                 batch = []
         if batch:
             yield batch
+
+    def published(self, event: WireEvent) -> None:
+        """Keep the REST book in step with what has been sent."""
+        if not event.stream:
+            if self._last:
+                self._books[self._last] = _Book(orjson.loads(event.text))
+            return
+        if stream_kind(event.stream) != "depth":
+            return
+        self._last = event.stream.partition("@")[0].upper()
+        book = self._books.get(self._last)
+        if book is not None:
+            book.apply(orjson.loads(event.text)["data"])
 
     def rest_depth(self, symbol: str, limit: int) -> bytes | None:
         book = self._books.get(symbol)

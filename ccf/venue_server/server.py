@@ -174,10 +174,12 @@ class VenueServer:
                     delay = anchor[1] + (ev.ts_ns - anchor[0]) / 1e9 / speed - loop.time()
                     if delay > 0.001:
                         await asyncio.sleep(delay)
-                self._counts["events"] += 1
-                for conn in list(self._conns.values()):
-                    if ev.stream in conn.streams:
-                        await conn.queue.put(ev)
+                if ev.stream:
+                    self._counts["events"] += 1
+                    for conn in list(self._conns.values()):
+                        if ev.stream in conn.streams:
+                            await conn.queue.put(ev)
+                self.feed.published(ev)
                 n += 1
                 if n % 64 == 0:
                     await asyncio.sleep(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ccf.book import (
@@ -60,6 +60,7 @@ levels = st.lists(
 )
 
 
+@settings(deadline=None)  # CI machines are shared: time is not what is tested here
 @given(st.lists(st.tuples(levels, levels), max_size=40), levels, levels)
 def test_matches_a_dict_model(updates: list[tuple[list[tuple[float, float]], list[tuple[float, float]]]],
                               snap_bids: list[tuple[float, float]], snap_asks: list[tuple[float, float]]) -> None:
@@ -86,6 +87,7 @@ def test_matches_a_dict_model(updates: list[tuple[list[tuple[float, float]], lis
         assert ob.is_crossed() == bool(bids and asks and max(bids) >= min(asks))
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(levels, levels), max_size=30))
 def test_never_crossed_when_inputs_are_not(updates: list[tuple[list[tuple[float, float]], ...]]) -> None:
     ob = OrderBook()
@@ -97,6 +99,7 @@ def test_never_crossed_when_inputs_are_not(updates: list[tuple[list[tuple[float,
             assert bid[0] < ask[0]
 
 
+@settings(deadline=None)
 @given(levels, levels, st.integers(0, 8))
 def test_truncate_keeps_the_best(bids: list[tuple[float, float]], asks: list[tuple[float, float]], depth: int) -> None:
     ob = OrderBook()
@@ -109,6 +112,7 @@ def test_truncate_keeps_the_best(bids: list[tuple[float, float]], asks: list[tup
     assert ob.best_bid() == (100.0, 1.0)
 
 
+@settings(deadline=None)
 @given(levels, levels)
 def test_pickles(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> None:
     ob = OrderBook()

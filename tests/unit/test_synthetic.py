@@ -76,7 +76,8 @@ def test_book_is_sane_and_ids_contiguous() -> None:
             counts["trade"] += 1
             bid, ask = touch[rec.symbol]
             assert rec.price == (ask if rec.side == "buy" else bid)
-            assert rec.size > 0 and _decimals(rec.size) <= 5
+            assert rec.size > 0
+            assert _decimals(rec.size) <= 5
             assert rec.ts_event % DEFAULT_STEP_NS != 0  # inside the step, before its delta
         elif isinstance(rec, BookDelta):
             counts["delta"] += 1
@@ -87,7 +88,8 @@ def test_book_is_sane_and_ids_contiguous() -> None:
             bids, asks = books[rec.symbol]
             for side, levels_ in ((bids, rec.bids), (asks, rec.asks)):
                 for price, size in levels_:
-                    assert _decimals(price) <= 2 and size >= 0
+                    assert _decimals(price) <= 2
+                    assert size >= 0
                     if size == 0:
                         del side[price]
                     else:
@@ -132,7 +134,8 @@ def test_snapshot_matches_the_book_after_deltas() -> None:
                 for price, size in levels:
                     side.pop(price, None) if size == 0 else side.__setitem__(price, size)
     snap = venue.snapshot("ETH-USDT")
-    assert dict(snap.bids) == bids and dict(snap.asks) == asks
+    assert dict(snap.bids) == bids
+    assert dict(snap.asks) == asks
     assert [p for p, _ in snap.bids] == sorted(bids, reverse=True)
     assert [p for p, _ in snap.asks] == sorted(asks)
     assert snap.last_update_id == records[-1].update_id

@@ -1,0 +1,189 @@
+"""The features flow with real services: Kafka raw topics -> flow -> QuestDB + Kafka, and SIGKILL/restart equality."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from bytewax.testing import TestingSink, run_main
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ccf.schemas import BookTop, decode, encode, record_key
+from ccf.settings import Settings
+from ccf.sources import RecordSource
+from ccf.synthetic import SyntheticVenue
+from flows.features import build_flow
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def qdb(http_url: str, sql: str) -> list[list[Any]]:
+    body = httpx.get(f"{http_url}/exec", params={"query": sql}, timeout=30).json()
+    assert "error" not in body, body
+    return body["dataset"]  # type: ignore[no-any-return]
+
+
+def wait_rows(http_url: str, table: str, expect: int, timeout: float = 60.0) -> int:
+    """QuestDB applies WAL rows asynchronously: wait until ``table`` holds ``expect`` rows (or time runs out)."""
+    deadline = time.monotonic() + timeout
+    n = -1
+    while time.monotonic() < deadline:
+        try:
+            n = qdb(http_url, f'select count() from "{table}"')[0][0]
+        except AssertionError:
+            n = -1
+        if n == expect:
+            time.sleep(0.5)  # and make sure nothing more lands
+            return int(qdb(http_url, f'select count() from "{table}"')[0][0])
+        time.sleep(0.2)
+    return n
+
+
+@pytest.fixture
+def isolated(settings: Settings, services: Any) -> Iterator[Settings]:
+    """Settings with uuid-named topic and table prefixes; the topics and tables are removed afterwards."""
+    tag = uuid.uuid4().hex[:12]
+    s = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": f"t{tag}."}),
+            "questdb": settings.questdb.model_copy(update={"table_prefix": f"t{tag}_"}),
+        }
+    )
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers})
+    topics = [f"t{tag}.{t}" for t in ("book", "trades", "features", "predictions", "scores")]
+    for f in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics]).values():
+        f.result(30)
+    yield s
+    admin.delete_topics(topics, operation_timeout=30)
+    for t in ("features", "predictions", "scores", "health"):
+        httpx.get(f"{s.questdb.http_url}/exec", params={"query": f'DROP TABLE IF EXISTS "t{tag}_{t}"'}, timeout=30)
+
+
+def synthetic_records(seconds: int, symbols: list[str]) -> list[Any]:
+    venue = SyntheticVenue(symbols, seed=5)
+    out: list[Any] = []
+    end = None
+    while True:
+        batch = venue.next_batch(2000)
+        if end is None:
+            end = batch[0].ts_event + seconds * 1_000_000_000
+        out += [r for r in batch if r.ts_event < end and not isinstance(r, BookTop)]
+        if batch[-1].ts_event >= end:
+            return out
+
+
+def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings) -> None:
+    s = isolated.model_copy(update={"stop_after": 1e9})  # stop_after: read the topics to their end, then stop
+    records = synthetic_records(30, ["BTC-USDT", "ETH-USDT"])
+    prod = Producer({"bootstrap.servers": s.kafka.bootstrap_servers, "enable.idempotence": True, "acks": "all"})
+    for r in records:
+        topic = "trades" if type(r).__name__ == "Trade" else "book"
+        prod.produce(s.kafka.topic_prefix + topic, encode(r), key=record_key(r))
+    prod.produce(s.kafka.topic_prefix + "book", b"{not json", key=b"synthetic:BTC-USDT")
+    assert prod.flush(30) == 0
+
+    # the reference: the same records through the same flow, in process
+    expected: list[Any] = []
+    run_main(build_flow(s.model_copy(update={"kafka": s.kafka.model_copy(update={"bootstrap_servers": ""})}),
+                        source=RecordSource({"all": lambda: iter(records)}), sink=TestingSink(expected)))
+    exp_rows = sorted((o.rows[i].symbol, o.rows[i].window_start) for _, o in expected for i in range(len(o.rows)))
+    assert len(exp_rows) == 60
+
+    run_main(build_flow(s))
+    table = s.questdb.table_prefix + "features"
+    assert wait_rows(s.questdb.http_url, table, len(exp_rows)) == len(exp_rows)
+    got = qdb(s.questdb.http_url, f'select symbol, window_start, mid from "{table}" order by symbol, window_start')
+    assert [(r[0], r[1]) for r in got] == [
+        (sym, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ws // 10**9)) + ".000000Z") for sym, ws in exp_rows
+    ]
+    exp_mid = {(o.rows[i].symbol, o.rows[i].window_start): o.rows[i].features["mid"] for _, o in expected
+               for i in range(len(o.rows))}
+    assert all(abs(r[2] - exp_mid[(sym, ws)]) < 1e-9 for r, (sym, ws) in zip(got, exp_rows, strict=True))
+    health = qdb(s.questdb.http_url, f'select kind, detail from "{s.questdb.table_prefix}health"')
+    assert any(k == "ParseError" for k, _ in health), health
+
+    # the same rows came out on Kafka, decodable, keyed venue:SYMBOL
+    cons = Consumer({"bootstrap.servers": s.kafka.bootstrap_servers, "group.id": uuid.uuid4().hex,
+                     "auto.offset.reset": "earliest"})
+    cons.subscribe([s.kafka.topic_prefix + "features"])
+    seen: list[Any] = []
+    deadline = time.monotonic() + 30
+    while len(seen) < len(exp_rows) and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            rec = decode(m.value())
+            assert m.key() == record_key(rec)  # type: ignore[arg-type]
+            seen.append((rec.symbol, rec.window_start))  # type: ignore[union-attr]
+    cons.close()
+    assert sorted(seen) == exp_rows
+
+
+def _flow_env(s: Settings, store: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCF_")}
+    env.update({
+        "CCF_QUESTDB__HTTP_URL": s.questdb.http_url,
+        "CCF_QUESTDB__TABLE_PREFIX": s.questdb.table_prefix,
+        "CCF_STOP_AFTER": "90",
+        "CCF_VENUES__SPEED": "15",  # 90 s of event time in about 6 s of wall time
+        "CCF_VENUES__SYMBOLS": '["BTC-USDT", "ETH-USDT"]',
+        "CCF_STORE__PATH": str(store),
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
+
+
+def test_sigkill_and_restart_writes_exactly_the_rows_of_an_uninterrupted_run(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    s = isolated
+    url = s.questdb.http_url
+    # uninterrupted reference run into its own tables
+    ref = s.model_copy(update={"questdb": s.questdb.model_copy(update={"table_prefix": s.questdb.table_prefix + "ref_"})})
+    cmd = [sys.executable, "-m", "bytewax.run", "flows.features"]
+    done = subprocess.run(cmd, env=_flow_env(ref, tmp_path / "a.duckdb"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rec_dir = tmp_path / "recovery"
+    rec_dir.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec_dir), "1"], check=True, timeout=60)
+    rcmd = [*cmd, "-r", str(rec_dir), "-s", "1", "-b", "0"]
+    env = _flow_env(s, tmp_path / "b.duckdb")
+    victim = subprocess.Popen(rcmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    table = s.questdb.table_prefix + "features"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill it once some, not all, rows are in
+        time.sleep(0.5)
+        try:
+            n = qdb(url, f'select count() from "{table}"')[0][0]
+        except AssertionError:
+            continue
+        if n >= 40:
+            break
+    assert victim.poll() is None, "the run ended before it could be killed"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+    resumed = subprocess.run(rcmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    n_ref = wait_rows(url, s.questdb.table_prefix + "ref_features", 180)
+    assert n_ref == 180
+    assert wait_rows(url, table, n_ref) == n_ref
+    cols = "symbol, window_start, window_end, mid, ofi, volume, trade_count, book_valid, epoch"
+    want = qdb(url, f'select {cols} from "{s.questdb.table_prefix}ref_features" order by symbol, window_start')
+    got = qdb(url, f'select {cols} from "{table}" order by symbol, window_start')
+    assert got == want
+    for t in ("predictions", "scores"):
+        a = qdb(url, f'select count() from "{s.questdb.table_prefix}ref_{t}"')[0][0]
+        assert wait_rows(url, s.questdb.table_prefix + t, a) == a
