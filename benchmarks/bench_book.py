@@ -95,7 +95,7 @@ class SortedListBook:
         return self.bid_keys[-1], self.ask_keys[0]
 
 
-def run(data_dir: Path | None = None, repeat: int = 5) -> dict[str, Any]:
+def run(data_dir: Path | None = None, repeat: int = 9) -> dict[str, Any]:
     if data_dir is None:
         data_dir = load_settings().data_dir
         data_dir = data_dir if data_dir.is_absolute() else ROOT / data_dir

@@ -84,13 +84,13 @@ def run_backtest(
 
     if inputs and all(detect_format(p) is Format.BINANCE_KLINE_CSV for p in inputs):
         # bars in: one window per 1-minute bar
-        feats = settings.features.model_copy(update={"mode": "kline", "window_s": 60.0})
-        settings = settings.model_copy(update={"features": feats})
+        kline_mode = settings.features.model_copy(update={"mode": "kline", "window_s": 60.0})
+        settings = settings.model_copy(update={"features": kline_mode})
     counted = _Counted(iter(read_records(list(inputs), with_extra=True)))
     source = RecordSource({"backtest": lambda: iter(counted)}, stop_after_s=settings.stop_after, pace=0.0)
     sink = CollectSink()
     t0 = time.perf_counter()
-    run_main(build_flow(settings, source=source, sink=sink))
+    run_main(build_flow(settings, source=source, sink=sink))  # type: ignore[no-untyped-call]  # bytewax leaves it untyped
     elapsed = time.perf_counter() - t0
 
     rows = [r for o in sink.outs for r in o.rows]

@@ -27,6 +27,8 @@ to); it must pickle. The protocol (see :class:`SyncRule`):
 ``explain(delta) -> str``
     Words for a log line or a :class:`~ccf.errors.BookError` after a ``GAP``.
 
+Return the :class:`BookEvent` members themselves, not plain ints: the hot path compares them with ``is``.
+
 ``raw`` is whatever the venue parser hands over beside the normalized record (``None`` for Binance): Kraken and OKX
 pass the level strings so the rule can keep a :class:`ccf.venues.checksums.LevelText`. Sketches:
 

@@ -14,7 +14,7 @@ from ccf.features.klines import KlineWindows
 from ccf.features.windows import BookKeeper, SymbolWindows, WindowConfig
 from ccf.forecast.baselines import MODELS, SymbolForecaster
 from ccf.forecast.scoring import Scorer
-from ccf.schemas import FeatureRow, Prediction, Score
+from ccf.schemas import FeatureRow, Prediction, Score, feature
 from ccf.settings import Settings
 
 
@@ -131,7 +131,7 @@ class SymbolEngine:
         for row in rows:
             out.rows.append(row)
             self.last_end = row.window_end
-            mid = row.features.get("mid", float("nan"))
+            mid = feature(row, "mid")
             self.scorer.observe_mid(row.window_end, mid if row.book_valid else float("nan"))
             if self.forecaster is not None:
                 preds = self.forecaster.on_row(row)

@@ -23,6 +23,8 @@ b'{"type":"trade.v1","venu'
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
 
 import msgspec
@@ -144,7 +146,7 @@ class FeatureRow(_Record, frozen=True, tag="features.v1"):
     feature_set: str
     book_valid: bool
     epoch: int
-    features: dict[str, float | None]
+    features: Mapping[str, float | None]
 
 
 class Prediction(_Record, frozen=True, tag="prediction.v1"):
@@ -197,6 +199,16 @@ def decode(data: bytes | str) -> Record:
     """A record from :func:`encode` 's bytes. Raises :class:`msgspec.DecodeError` (or its subclass ``ValidationError``) on anything else."""
     record: Record = _decoder.decode(data)
     return record
+
+
+def feature(row: FeatureRow, name: str) -> float:
+    """A feature's value as a float: NaN when it has none (absent, NaN, or ``null`` from the wire).
+
+    >>> feature(FeatureRow("v", "A-B", 0, 1, "x", True, 0, {"mid": None, "spread": 0.5}), "mid")
+    nan
+    """
+    v = row.features.get(name)
+    return math.nan if v is None else v
 
 
 def record_key(record: MarketRecord | FeatureRow | Prediction | Score) -> bytes:

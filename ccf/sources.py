@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -89,7 +89,7 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
         out: list[Any] = []
         limit = None
         if self._pace > 0 and self._first_ts is not None:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             if self._wall0 is None:
                 self._wall0 = now
             limit = self._first_ts + int((now - self._wall0).total_seconds() * 1e9 * self._pace)
@@ -109,7 +109,7 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
             out.append(rec)
             self._done += 1
             if limit is not None and ts > limit:
-                self._awake = datetime.now(timezone.utc) + timedelta(seconds=(ts - limit) / 1e9 / self._pace)
+                self._awake = datetime.now(UTC) + timedelta(seconds=(ts - limit) / 1e9 / self._pace)
                 break
         return chunk_by_key(out)
 
@@ -129,7 +129,7 @@ def _ts(rec: Any) -> int:
         ts = getattr(rec, "fetched", None)
     if ts is None:
         ts = getattr(rec, "ts_recv", 0)  # raw frames; errors carry no time and count as 0
-    return int(ts)
+    return int(ts or 0)
 
 
 class RecordSource(FixedPartitionedSource[Chunk, int]):

@@ -30,6 +30,10 @@ One step (per symbol, every ``step_ns``)
     window leads the mid return of the next window, with strength ``alpha`` (0 = a pure random walk whose moves are
     independent of everything before them). Signed trade flow leads it too, since takers lean the same way.
 
+    Measured (``tests/unit/test_synthetic.py``): regressing the next 1 s mid log-return on the end-of-second ``I``
+    over 2000 s gives a correlation of about 0.09 at ``alpha=0.5``, 0.15 at the default 0.8 (t ≈ 7) and 0.20 at 1.0;
+    at ``alpha=0`` the slope's t stays within ±1.5 over six seeds. About 0.5 M records/s in pure Python.
+
 Records per step and symbol: the trades (``ts_event`` spread inside the step), one :class:`BookDelta` of every
 level that changed (``first_update_id = previous last_update_id + 1``, one id per changed level, like Binance
 ``U``/``u``) and one :class:`BookTop` (``update_id`` = the delta's ``last_update_id``). The first records are one
@@ -111,7 +115,6 @@ class _SymbolSim:
     """State of one symbol: its random stream, book (lots per level from the touch outwards) and ids."""
 
     __slots__ = (
-        "ask_far",
         "asks",
         "bid",
         "bids",
@@ -136,7 +139,6 @@ class _SymbolSim:
         rng, mu = self.rng, self.mu
         self.bids = [max(1, round(mu * (0.5 + 1.5 * rng.random()))) for _ in range(levels)]
         self.asks = [max(1, round(mu * (0.5 + 1.5 * rng.random()))) for _ in range(levels)]
-        self.ask_far = levels  # the farthest ask tick is bid + ask_far
         self.uid = 1_000_000 + rng.randrange(1_000_000)
         self.trade_id = 1_000 + rng.randrange(1_000)
 

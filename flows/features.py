@@ -54,7 +54,8 @@ class _EngineLogic(StatefulBatchLogic[list[Any], EngineOut, SymbolEngine | None]
 
     def snapshot(self) -> SymbolEngine | None:
         # the engine keeps mutating after this returns: hand Bytewax a frozen copy
-        return pickle.loads(pickle.dumps(self.engine, pickle.HIGHEST_PROTOCOL))  # noqa: S301 - our own state
+        frozen: SymbolEngine | None = pickle.loads(pickle.dumps(self.engine, pickle.HIGHEST_PROTOCOL))
+        return frozen
 
 
 def _dead_letters(items: list[Any]) -> EngineOut:

@@ -32,7 +32,7 @@ from typing import IO, TypeAlias
 
 import msgspec
 
-from ccf.capture.registry import VENUES, Parsed
+from ccf.capture.registry import VENUES
 from ccf.errors import ParseError
 from ccf.schemas import BookTop, Kline, MarketRecord, Side, Trade
 from ccf.venues import binance
@@ -356,7 +356,3 @@ def _tardis(path: Path, *, quotes: bool) -> Iterator[_Timed]:
                 yield ts, ParseError(f"{path.name}:{lineno}: {exc!r}", venue=venue, symbol=symbol,
                                      raw=",".join(row))
 
-
-def unwrap(item: Parsed) -> MarketRecord:
-    """The record of a parsed item, without its extra."""
-    return item[0] if isinstance(item, tuple) else item

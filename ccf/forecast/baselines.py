@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from river import compose, linear_model, optim, preprocessing, stats, time_series
+from river import compose, linear_model, preprocessing, stats, time_series
 
-from ccf.schemas import FeatureRow, Prediction
+from ccf.schemas import FeatureRow, Prediction, feature
 
 MODELS = ("naive", "ewma", "river_lr", "river_ts")
 LR_FEATURES = (
@@ -43,15 +43,17 @@ LR_WARMUP = 50  # labels seen at a horizon before the learnt models speak there
 CLIP_SD = 3.0  # a learnt forecast beyond this many standard deviations of the realised target is clipped to it
 
 
-def model_inputs(features: dict[str, float]) -> dict[str, float]:
+def model_inputs(features: Mapping[str, float | None]) -> dict[str, float]:
     """The River linear model's inputs from a feature row (NaN → 0, microprice deviation in bps).
 
-    >>> model_inputs({"mid": 100.0, "microprice": 100.01, "ofi": float("nan")})["micro_dev"]
-    1.0000000000047748
+    >>> x = model_inputs({"mid": 100.0, "microprice": 100.01, "ofi": float("nan")})
+    >>> round(x["micro_dev"], 9), x["ofi"]
+    (1.0, 0.0)
     """
-    x = {k: features[k] for k in LR_FEATURES if k in features}  # book rows and kline rows have different sets
-    mid, micro = features.get("mid", math.nan), features.get("microprice", math.nan)
-    if micro == micro:
+    # book rows and kline rows have different sets; None (NaN from the wire) counts as 0
+    x = {k: v or 0.0 for k in LR_FEATURES if k in features for v in (features[k],)}
+    mid, micro = features.get("mid") or math.nan, features.get("microprice")
+    if micro is not None and micro == micro:
         x["micro_dev"] = (micro - mid) / mid * BPS if mid > 0 else 0.0
     x["mid_logret"] = x.get("mid_logret", 0.0) * BPS
     return {k: (v if v == v and math.isfinite(v) else 0.0) for k, v in x.items()}
@@ -86,7 +88,7 @@ class SymbolForecaster:
         self.ewma = stats.EWMean(fading_factor=ewma_alpha)
         self.lr: dict[int, Any] = {
             h: preprocessing.TargetStandardScaler(
-                compose.Pipeline(
+                compose.Pipeline(  # type: ignore[arg-type]  # a Pipeline is a Regressor at run time
                     preprocessing.StandardScaler(),
                     linear_model.BayesianLinearRegression(alpha=1.0, beta=1.0, smoothing=0.999),
                 )
@@ -103,11 +105,10 @@ class SymbolForecaster:
         self.resid_n: dict[tuple[str, int], int] = dict.fromkeys(self.residuals, 0)
 
     def on_row(self, row: FeatureRow) -> list[Prediction]:
-        f = row.features
-        mid = f.get("mid", math.nan)
+        mid = feature(row, "mid")
         valid = row.book_valid and mid > 0
-        x = model_inputs(f) if valid else {}
-        self._learn(mid if valid else math.nan, f.get("mid_logret", math.nan), x)
+        x = model_inputs(row.features) if valid else {}
+        self._learn(mid if valid else math.nan, feature(row, "mid_logret"), x)
         preds: dict[tuple[str, int], float] = {}
         out: list[Prediction] = []
         if valid:
@@ -124,7 +125,7 @@ class SymbolForecaster:
     def _learn(self, mid: float, r1: float, x_now: dict[str, float]) -> None:
         if r1 == r1 and mid == mid:
             self.ewma.update(r1)
-            self.ts.learn_one(r1 * BPS)
+            self.ts.learn_one(r1 * BPS)  # type: ignore[no-untyped-call]  # River's time-series API is untyped
             self.ts_seen += 1
         if not mid > 0:
             return
@@ -151,7 +152,7 @@ class SymbolForecaster:
     def _ts_path(self) -> list[float]:
         if "river_ts" not in self.models or self.ts_seen < 10:
             return [0.0] * self.max_h
-        path = self.ts.forecast(horizon=self.max_h)
+        path = self.ts.forecast(horizon=self.max_h)  # type: ignore[no-untyped-call]  # as above
         return [v / BPS if math.isfinite(v) else 0.0 for v in path]
 
     def _predict(self, model: str, h: int, x: dict[str, float], ts_path: list[float]) -> float:

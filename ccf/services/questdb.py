@@ -8,9 +8,12 @@ lands in ``questdb.out``.
 from __future__ import annotations
 
 import logging
+import platform
+import sys
 import zipfile
 from pathlib import Path
 
+from ccf.errors import ServiceError
 from ccf.services.base import Launch
 from ccf.services.maven import Coordinate, find_java, resolve
 from ccf.services.process import LOOPBACK, port_open
@@ -67,6 +70,28 @@ def jar_version(jar: Path) -> str:
     return ""
 
 
+def native_lib_dir() -> str | None:
+    """Where the QuestDB jar keeps the native library for this machine (None off Linux or on other CPUs)."""
+    if sys.platform != "linux":
+        return None
+    return {
+        "x86_64": "linux-x86-64",
+        "amd64": "linux-x86-64",
+        "aarch64": "linux-aarch64",
+        "arm64": "linux-aarch64",
+    }.get(platform.machine().lower())
+
+
+def check_native_lib(jar: Path) -> None:
+    """Fail early, with a clear message, when ``jar`` has no native library for this Linux machine."""
+    sub = native_lib_dir()
+    if sub is None:
+        return
+    with zipfile.ZipFile(jar) as zf:
+        if f"io/questdb/bin/{sub}/libquestdb.so" not in zf.namelist():
+            raise ServiceError(f"questdb: {jar.name} has no native library for {sub}")
+
+
 class QuestDBDriver:
     """QuestDB ``QUESTDB_VERSION`` on ports ``http`` (REST, web console, ILP over HTTP) and ``pg`` (PG wire)."""
 
@@ -78,6 +103,7 @@ class QuestDBDriver:
         """Fetch the jar and write ``<home>/root/conf/server.conf``."""
         jars = resolve(f"questdb-{QUESTDB_VERSION}", COORDINATES, cache_dir)
         main_jar = next((j for j in jars if j.name.startswith("questdb-")), jars[0])
+        check_native_lib(main_jar)
         root = home / "root"
         (root / "conf").mkdir(parents=True, exist_ok=True)
         (root / "conf" / "server.conf").write_text(render_server_conf(ports["http"], ports["pg"]))

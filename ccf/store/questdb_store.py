@@ -67,7 +67,7 @@ class QuestDBWriter:
         self._conf = f"http::addr={addr};auto_flush=off;retry_timeout=2000;"
         self._retry(lambda: [http_sql(self.http_url, create_sql(self._named(t))) for t in tables], "create tables")
         self.sender = Sender.from_conf(self._conf)
-        self.sender.establish()
+        self.sender.establish()  # type: ignore[no-untyped-call]  # the client's stub leaves it untyped
 
     def _named(self, t: Table) -> Table:
         return Table(self.prefix + t.name, t.columns, t.designated, t.keys) if self.prefix else t
@@ -78,7 +78,7 @@ class QuestDBWriter:
         buf = self.sender.new_buffer()
         n = 0
         for r in rows:
-            symbols: dict[str, str] = {}
+            symbols: dict[str, str | None] = {}
             columns: dict[str, Any] = {}
             for col, kind in t.columns:
                 v = r.get(col)
@@ -120,7 +120,7 @@ class QuestDBWriter:
             logger.debug("closing the QuestDB sender failed", exc_info=True)
         self.sender = Sender.from_conf(self._conf)
         try:
-            self.sender.establish()
+            self.sender.establish()  # type: ignore[no-untyped-call]  # as above
         except Exception:  # still down: the next retry tries again
             logger.debug("QuestDB still unreachable", exc_info=True)
 

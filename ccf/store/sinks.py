@@ -49,7 +49,7 @@ def health_rows(out: EngineOut) -> list[dict[str, Any]]:
     """Problems one row each; late records summed per symbol and type (one row at the latest late event time)."""
     rows = [
         {
-            "ts": int(p.get("ts", 0)),
+            "ts": int(p.get("ts") or 0),
             "venue": p.get("venue", ""),
             "symbol": p.get("symbol", ""),
             "kind": p.get("error", "problem"),
@@ -62,7 +62,7 @@ def health_rows(out: EngineOut) -> list[dict[str, Any]]:
     for rec in out.late:
         key = (getattr(rec, "venue", "news"), getattr(rec, "symbol", "ALL"), "late_" + type(rec).__name__.lower())
         ts = getattr(rec, "ts_event", None) or getattr(rec, "fetched", 0)
-        late.setdefault(key, []).append(int(ts))
+        late.setdefault(key, []).append(int(ts or 0))
     for (venue, symbol, kind), stamps in late.items():
         rows.append({"ts": max(stamps), "venue": venue, "symbol": symbol, "kind": kind, "value": float(len(stamps)),
                      "detail": ""})

@@ -10,7 +10,16 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="A local venue server speaking Binance's websocket and REST protocol.", no_args_is_help=True)
+app = typer.Typer(
+    help="A local venue server speaking Binance's websocket and REST protocol.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _group() -> None:
+    """A local venue server speaking Binance's websocket and REST protocol."""
 
 
 @app.command("serve")
@@ -31,7 +40,10 @@ def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="0 picks a free port.")] = 9443,
     fault: Annotated[
         list[str] | None,
-        typer.Option("--fault", help="Fault for every connection, kind[:arg][@after], e.g. drop_diff@100, stall:5@50."),
+        typer.Option(
+            "--fault",
+            help="Fault for every connection: kind, kind@after or kind:arg@after, e.g. drop_diff@100, stall:5@50.",
+        ),
     ] = None,
     max_conn_age: Annotated[
         float | None, typer.Option("--max-conn-age", help="Close connections this many seconds old (Binance: 86400).")

@@ -140,7 +140,7 @@ def test_rest_depth_snapshot_bridges_the_stream(venue_server: ServerThread) -> N
 def test_live_subscribe_on_raw_endpoint(venue_server: ServerThread) -> None:  # noqa: F811
     sub = orjson.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}).decode()
     lst = orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}).decode()
-    got = collect(f"{venue_server.ws_url}/ws", 50, send=[sub, lst])
+    got = collect(f"{venue_server.ws_url}/ws", 3000, send=[sub, lst])
     replies = [orjson.loads(t) for t in got.texts if '"id"' in t]
     assert {"result": None, "id": 1} in replies
     assert {"result": ["btcusdt@trade"], "id": 2} in replies
@@ -270,3 +270,31 @@ def test_synthetic_duration_ends_the_feed(venue_server_factory: Callable[..., Se
     got = collect(server.stream_url(ETH), None)
     assert (got.close_code, got.close_reason) == (1000, END_OF_DATA_REASON)
     assert len(depth_ids(got.texts)) == 20  # 2 s of 100 ms steps
+
+
+def test_futures_market_format(venue_server_factory: Callable[..., ServerThread]) -> None:  # noqa: F811
+    server = venue_server_factory(market="futures", symbols=("BTC-USDT",))
+    got = collect(server.stream_url(["btcusdt@depth@100ms", "btcusdt@bookTicker", "btcusdt@trade"]), 600)
+    depth = [orjson.loads(t)["data"] for t in got.texts if "depthUpdate" in t]
+    assert all(b["pu"] == a["u"] for a, b in itertools.pairwise(depth))
+    assert all(b["U"] == a["u"] + 1 for a, b in itertools.pairwise(depth))
+    parsed = [parse_message(t, 0) for t in got.texts]
+    deltas = [r for r in parsed if isinstance(r, BookDelta)]
+    assert [d.prev_update_id for d in deltas[1:]] == [d.last_update_id for d in deltas[:-1]]
+    ticker = next(orjson.loads(t)["data"] for t in got.texts if "bookTicker" in t)
+    assert {"e", "E", "T", "u", "s", "b", "B", "a", "A"} <= set(ticker)
+    assert ticker["b"].count(".") == 1 and len(ticker["b"].partition(".")[2]) == 2  # tick decimals, not spot's 8
+    snap = httpx.get(f"{server.base_url}/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 3}).json()
+    assert list(snap) == ["lastUpdateId", "E", "T", "bids", "asks"]
+
+
+def test_cli_refuses_bad_options() -> None:
+    from typer.testing import CliRunner
+
+    from ccf.venue_server.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["serve", "--mode", "bogus"]).exit_code == 2
+    result = runner.invoke(app, ["serve", "--mode", "replay"])
+    assert result.exit_code == 2
+    assert "capture file" in result.output

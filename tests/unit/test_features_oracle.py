@@ -113,7 +113,7 @@ def _oracle(records: list, window_ns: int, first_start: int, last_end: int) -> p
 @pytest.mark.parametrize("window_s", [1, 3])
 def test_online_features_equal_pandas_batch_on_real_ethusdt(data_dir: Path, window_s: int) -> None:
     d = data_dir / "hftbacktest_binance_raw_ws"
-    records = [r for r in read_records([d / "spot_ethusdt_20240808.gz", d / "spot_ethusdt_20240809.gz"])]
+    records = list(read_records([d / "spot_ethusdt_20240808.gz", d / "spot_ethusdt_20240809.gz"]))
     w = window_s * W
     online = _engine_rows(records, w)
     # one row per window, contiguous, no duplicates

@@ -23,7 +23,7 @@ from ccf.services.kafka import new_cluster_id, render_server_properties
 from ccf.services.manager import ServiceManager, parse_only
 from ccf.services.maven import Coordinate, cached_jars, default_cache_dir, render_pom, resolve
 from ccf.services.process import free_ports, log_tail, pid_alive, port_is_free, port_open
-from ccf.services.questdb import jar_version, render_server_conf
+from ccf.services.questdb import check_native_lib, jar_version, native_lib_dir, render_server_conf
 from ccf.services.state import (
     ServiceRecord,
     State,
@@ -158,6 +158,20 @@ def test_jar_version_reads_the_manifest(tmp_path: Path) -> None:
     with zipfile.ZipFile(jar, "w") as zf:
         zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\nImplementation-Version: 9.9.9\r\n")
     assert jar_version(jar) == "9.9.9"
+
+
+def test_questdb_jar_without_native_lib_is_refused(tmp_path: Path) -> None:
+    sub = native_lib_dir()
+    if sub is None:
+        pytest.skip("no QuestDB native library is expected on this platform")
+    good, bad = tmp_path / "good.jar", tmp_path / "bad.jar"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr(f"io/questdb/bin/{sub}/libquestdb.so", b"")
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("io/questdb/ServerMain.class", b"")
+    check_native_lib(good)
+    with pytest.raises(ServiceError, match="native library"):
+        check_native_lib(bad)
 
 
 # ------------------------------------------------------------------------------------------------ maven
