@@ -6,6 +6,7 @@ Engine-agnostic and picklable: the Bytewax step that uses it is a few lines (``f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,8 @@ class EngineOut:
     scores: list[Score] = field(default_factory=list)
     late: list[Any] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
+    made_at: float = 0.0
+    """``time.monotonic()`` when the engine produced it (window-close -> sink latency is measured from here)."""
 
     def __bool__(self) -> bool:
         return bool(self.rows or self.predictions or self.scores or self.late or self.problems)
@@ -105,11 +108,13 @@ class SymbolEngine:
         out = EngineOut()
         rows, out.late = self.windows.process(records, self._problem_sink(out))
         self._rows(rows, out)
+        out.made_at = time.monotonic()
         return out
 
     def on_eof(self) -> EngineOut:
         out = EngineOut()
         self._rows(self.windows.flush(), out)
+        out.made_at = time.monotonic()
         if self.scorer.metrics and out.rows:
             out.scores.extend(self.scorer.scores(out.rows[-1].window_end))
         elif self.scorer.metrics and self.last_end is not None:
