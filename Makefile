@@ -11,7 +11,7 @@ SERVICES_ENV := $(RUN_DIR)/env.sh
 # torch is named in the same pip call as its dependents so pip cannot pick a different (multi-GB) build.
 PIP_SPEC := -e .[dev,ui,ml] torch==2.13.0
 
-.PHONY: help install run test test-unit lint bench services-up services-down clean
+.PHONY: help install browser run test test-unit lint bench services-up services-down clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with pinned dependencies and an editable install
 
+browser: ## Debian's Chromium for the Panel browser test (Playwright drives it; no browser download)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "chromium is missing: run 'sudo apt-get install -y chromium'" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 run: install ## run the main job on embedded defaults (synthetic venue -> embedded store)
 	$(BIN)/python -m bytewax.run flows.features
 
@@ -31,7 +36,7 @@ lint: install ## ruff + mypy --strict on ccf/
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: install ## start real Kafka/QuestDB/MLflow, lint, run every test tier, stop the services (even on failure)
+test: install browser ## start real Kafka/QuestDB/MLflow, lint, run every test tier, stop the services (even on failure)
 	@set -euo pipefail; \
 	mkdir -p $(RUN_DIR); \
 	trap '$(BIN)/ccf services down --run-dir $(RUN_DIR) || true' EXIT; \

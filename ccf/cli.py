@@ -80,6 +80,41 @@ def config_cmd(
         typer.echo(repr(settings))
 
 
+@app.command("record")
+def record_cmd(
+    out: Path = typer.Option(..., "--out", "-o", file_okay=False, help="Directory for the recording files."),
+    venue: str | None = typer.Option(None, "--venue", help="binance, binance_futures, ... (default CCF_VENUES__SOURCE)."),
+    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated, e.g. BTC-USDT,ETH-USDT."),
+    channels: str | None = typer.Option(None, "--channels", help="Comma-separated, e.g. depth,trade,book_ticker."),
+    ws_url: str | None = typer.Option(None, "--ws-url", help="Websocket server (e.g. the local venue server)."),
+    rest_url: str | None = typer.Option(None, "--rest-url", help="REST server for the book snapshots."),
+    duration: float | None = typer.Option(None, "--duration", help="Seconds to record (default CCF_STOP_AFTER)."),
+    max_mb: float = typer.Option(256.0, "--max-mb", help="Rotate after this many MB of JSON."),
+    max_minutes: float = typer.Option(60.0, "--max-minutes", help="Rotate files this old."),
+    compression: str = typer.Option("zstd", "--compression", help="zstd or gzip."),
+) -> None:
+    """Record raw websocket frames (and per-session REST snapshots) with receipt times, as rotating JSONL files."""
+    from ccf.capture.record import RecordConfig, record_venue
+    from ccf.logs import setup_logging
+    from ccf.settings import load_settings
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    if compression not in ("zstd", "gzip"):
+        raise typer.BadParameter(f"--compression zstd|gzip, got {compression!r}")
+    config = RecordConfig(out, "zstd" if compression == "zstd" else "gzip", round(max_mb * 2**20), max_minutes * 60)
+    summary = record_venue(
+        venue or settings.venues.source,
+        [s.strip() for s in symbols.split(",") if s.strip()] if symbols else settings.venues.symbols,
+        config,
+        channels=[c.strip() for c in channels.split(",") if c.strip()] if channels else None,
+        ws_url=ws_url,
+        rest_url=rest_url,
+        duration_s=duration if duration is not None else settings.stop_after,
+    )
+    typer.echo(f"{summary.frames} frames, {summary.rest} REST answers in {len(summary.files)} file(s) -> {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

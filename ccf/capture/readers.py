@@ -10,6 +10,7 @@ Formats (:func:`detect_format` tells them apart by file name, then by the first 
 * ``binance_kline_csv``: Binance Data Vision klines ``SYMBOL-1m-YYYY-MM-DD.csv``, no header, times in ms until
   2024-12-31 and µs from 2025-01-01; ``ts_recv`` is the bar's close (when it became known).
 * ``tardis_trades`` / ``tardis_quotes``: Tardis CSV (µs).
+* ``ccf_recording``: what ``ccf record`` writes (zstd or gzip JSONL, :mod:`ccf.capture.record`).
 
 :func:`read_records` merges files by receipt time and yields :data:`Item` s: normalized records for venues with a
 :class:`~ccf.capture.registry.VenueCodec`, :class:`RawFrame` for the others, and a :class:`~ccf.errors.ParseError`
@@ -32,7 +33,7 @@ from typing import IO, TypeAlias
 
 import msgspec
 
-from ccf.capture.registry import VENUES
+from ccf.capture.registry import VENUES, codec_for
 from ccf.errors import ParseError
 from ccf.schemas import BookTop, Kline, MarketRecord, Side, Trade
 from ccf.venues import binance
@@ -65,6 +66,7 @@ class Format(StrEnum):
     BINANCE_KLINE_CSV = "binance_kline_csv"
     TARDIS_TRADES = "tardis_trades"
     TARDIS_QUOTES = "tardis_quotes"
+    CCF_RECORDING = "ccf_recording"
 
 
 _CRYPTOFEED_NAME = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*)\.(?:(?P<kind>ws|http)\.)?\d+(?:\.\d+)?(?:\.gz)?$")
@@ -104,16 +106,20 @@ def seconds_to_ns(text: str) -> int:
 
 
 def open_text(path: Path) -> IO[str]:
-    """Open a capture as text, gunzipping when the file starts with the gzip magic bytes."""
+    """Open a capture as text, decompressing when the file starts with the gzip or zstd magic bytes."""
     return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
 
 
 def open_binary(path: Path) -> IO[bytes]:
     raw = path.open("rb")
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # GzipFile is a binary IO
+    magic = raw.read(4)
     raw.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # GzipFile is a binary IO
+    if magic == b"\x28\xb5\x2f\xfd":  # zstd (``ccf record``)
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))  # lines need a buffer
     return raw
 
 
@@ -130,6 +136,8 @@ def detect_format(path: str | Path) -> Format:
     except (UnicodeDecodeError, OSError) as exc:  # binary (parquet, zip) or unreadable gzip
         raise ValueError(f"unknown capture format: {path} ({exc})") from exc
     first = head[0].rstrip("\r\n") if head else ""
+    if first.startswith('{"ccf_recording":'):
+        return Format.CCF_RECORDING
     if re.match(r"^\d{13,19} [{\[]", first):
         return Format.HFTBACKTEST
     if first == _TARDIS_TRADES_HEADER:
@@ -187,6 +195,10 @@ def _read_file(path: Path) -> Iterator[_Timed]:
         return _binance_events(path)
     if fmt is Format.BINANCE_KLINE_CSV:
         return _kline_csv(path)
+    if fmt is Format.CCF_RECORDING:
+        from ccf.capture.record import read_recording  # it reads with this module's helpers
+
+        return read_recording(path)
     return _tardis(path, quotes=fmt is Format.TARDIS_QUOTES)
 
 
@@ -214,8 +226,11 @@ def _cryptofeed(path: Path, venue: str, *, rest: bool) -> Iterator[_Timed]:
                     continue
                 line = rest_of_line
             elif not line[0].isdigit():
-                if " <-> " in line or " <- " in line:
-                    continue  # connection opened / a message we sent
+                if " <-> " in line:  # connection opened: its URL may decide how frames parse (Bybit's category)
+                    codec = codec_for(venue, line.partition(" <-> ")[0])
+                    continue
+                if " <- " in line:
+                    continue  # a message we sent
                 yield ts, ParseError(f"{path.name}:{lineno}: not a '<time>: <message>' line", venue=venue, raw=line)
                 continue
             stamp, sep, payload = line.partition(": ")

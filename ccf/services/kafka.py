@@ -45,7 +45,10 @@ def render_server_properties(broker_port: int, controller_port: int, data_dir: P
 
 
 def new_cluster_id() -> str:
-    """A cluster id as Kafka writes them: a random UUID in URL-safe base64 without padding (22 characters)."""
+    """A cluster id as Kafka writes them: a random UUID in URL-safe base64 without padding (22 characters).
+
+    It may start with ``-``, so it is passed as ``--cluster-id=ID`` (as a separate argument the tool's argparse
+    would take it for an option)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
 
 
@@ -101,7 +104,7 @@ class KafkaDriver:
 
     @staticmethod
     def _format(base: list[str], props: Path, home: Path) -> None:
-        cmd = [*base, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(props)]
+        cmd = [*base, "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}", "-c", str(props)]
         logger.info("formatting Kafka storage in %s", home / "data")
         try:
             result = subprocess.run(cmd, cwd=home, capture_output=True, text=True, timeout=120, check=False)

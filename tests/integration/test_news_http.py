@@ -7,7 +7,6 @@ GETs on the second round, not repeat itself after a restart, and back off on a f
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import time
 from collections.abc import Iterator
@@ -21,11 +20,11 @@ from bytewax.testing import TestingSink, run_main
 from ccf.news import NewsPoller, NewsSource, parse_feed
 from ccf.news.source import SINGLE_PART
 from ccf.schemas import NewsItem
+from tests.datafiles import data_dir
 from tests.feed_server import FeedServer
 
-DATA_DIR = Path(os.environ.get("CCF_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+DATA_DIR = data_dir()  # a missing corpus fails loudly: these tests exist to run on the real feeds
 RSS = DATA_DIR / "rss_feeds"
-pytestmark = pytest.mark.skipif(not RSS.is_dir(), reason=f"no RSS corpus at {RSS} (set CCF_DATA_DIR)")
 S = 1_000_000_000
 COINDESK = "crypto_news/coindesk_rss_2023-03-13.xml"
 REAL = [COINDESK, "rss-parser_test_input/guardian.rss", "rss-parser_test_input/heise.atom"]

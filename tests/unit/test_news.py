@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,11 +32,11 @@ from ccf.news.parse import MAX_SUMMARY_CHARS
 from ccf.news.state import SeenSet, state_path_for
 from ccf.schemas import NewsItem, decode, encode
 from ccf.settings import NewsSettings
+from tests.datafiles import data_dir
 
-DATA_DIR = Path(os.environ.get("CCF_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+DATA_DIR = data_dir()  # a missing corpus fails loudly: these tests exist to run on the real feeds
 RSS = DATA_DIR / "rss_feeds"
-ALL_FILES = sorted(p for p in RSS.rglob("*") if p.is_file()) if RSS.is_dir() else []
-needs_data = pytest.mark.skipif(not RSS.is_dir(), reason=f"no RSS corpus at {RSS} (set CCF_DATA_DIR)")
+ALL_FILES = sorted(p for p in RSS.rglob("*") if p.is_file())
 S = 1_000_000_000
 
 
@@ -52,7 +51,6 @@ def _parse(rel: str, feed: str = "https://feeds.test/x", fetched: int = 7) -> tu
 # -- the corpus ------------------------------------------------------------------------------------------------------
 
 
-@needs_data
 @pytest.mark.parametrize("path", ALL_FILES, ids=[str(p.relative_to(RSS)) for p in ALL_FILES])
 def test_every_corpus_file_parses_without_exception(path: Path) -> None:
     items, status = parse_feed(path.read_bytes(), "https://feeds.test/" + path.name, 5)
@@ -64,7 +62,6 @@ def test_every_corpus_file_parses_without_exception(path: Path) -> None:
         assert not items
 
 
-@needs_data
 def test_corpus_totals() -> None:
     counts = {
         d: sum(1 for p in ALL_FILES if p.relative_to(RSS).parts[0] == d)
@@ -93,7 +90,6 @@ def test_corpus_totals() -> None:
 # -- contents of real feeds ------------------------------------------------------------------------------------------
 
 
-@needs_data
 def test_coindesk_capture() -> None:
     items, status = _parse("crypto_news/coindesk_rss_2023-03-13.xml", "https://www.coindesk.com/arc/outboundfeeds/rss/")
     assert len(items) == 50
@@ -121,7 +117,6 @@ def test_coindesk_capture() -> None:
     assert all(i.published is not None and ns(2023, 3, 10) <= i.published < ns(2023, 3, 14) for i in items)
 
 
-@needs_data
 def test_guardian_rss() -> None:
     items, status = _parse("rss-parser_test_input/guardian.rss")
     assert len(items) == 55
@@ -138,7 +133,6 @@ def test_guardian_rss() -> None:
     assert "<" not in first.summary
 
 
-@needs_data
 def test_heise_atom() -> None:
     items, status = _parse("rss-parser_test_input/heise.atom")
     assert len(items) == 15
@@ -154,7 +148,6 @@ def test_heise_atom() -> None:
     assert items[-1].title == "Apache Software Foundation bekommt ein neues Logo"
 
 
-@needs_data
 def test_ill_formed_feed_keeps_recovered_entries() -> None:
     items, status = _parse("feed-rs_fixtures/rss2/rss_2.0_dbengines.xml")  # undefined HTML entity
     assert status.ok
@@ -163,7 +156,6 @@ def test_ill_formed_feed_keeps_recovered_entries() -> None:
     assert items[0].title == "Snowflake is the DBMS of the Year 2022, defending the title from last year"
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("rel", "why"),
     [
@@ -247,7 +239,6 @@ def test_ids_fall_back_and_are_stable_across_parses() -> None:
     assert a[1].title == "Bare & bold"
 
 
-@needs_data
 def test_corpus_ids_stable_across_two_parses() -> None:
     for rel in (
         "crypto_news/coindesk_rss_2023-03-13.xml",

@@ -2,35 +2,26 @@
 
 Line 1 is ``<ws url> <-> <ts>``, then ``<ws url> <- <ts>: <json sent>`` for what the client sent, then
 ``<ts>: <raw message>`` for each message received. Data lives outside the repo: ``CCF_DATA_DIR`` or
-``<repo root>/../shared/data``; tests skip when it is absent.
+``<repo root>/../shared/data``; a missing file fails the test.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
 from ccf.book import BookEvent, SymbolBook, SyncRule
 from ccf.schemas import BookDelta, BookSnapshot
+from tests.datafiles import data_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("CCF_DATA_DIR") or ROOT.parent / "shared" / "data")
-
-
 def capture_path(relative: str) -> Path:
-    """The path of a data file, skipping the test when the data folder does not hold it."""
-    path = data_dir() / relative
-    if not path.exists():
-        pytest.skip(f"data file {path} not available (set CCF_DATA_DIR)")
-    return path
+    """The path of a data file; a missing one fails the test (these tests exist to run on the real data)."""
+    return data_file(relative)
 
 
 def seconds_to_ns(text: str) -> int:

@@ -1,0 +1,223 @@
+"""The ingest flow's input: venue websockets, parsed and book-checked, one :class:`IngestBatch` per batch.
+
+Each partition owns one websocket connection (:class:`ccf.wsource.WsPartition`: reconnects with capped jittered
+backoff, silence watchdog, resubscribe, a named error after N failures), that connection's books
+(:class:`~ccf.ingest.book_sync.BookSync`) and a :class:`~ccf.ingest.fetcher.SnapshotFetcher`. ``next_batch``
+drains everything the connection received, parses it with the venue's codec, runs every book record through its
+book, starts the REST snapshot requests the books ask for (on background threads: it never waits for one) and
+feeds the snapshots that have arrived; it returns one :class:`IngestBatch` (records in arrival order, dead letters,
+health entries), because Bytewax's per-item cost dominates work this small.
+
+Resyncs happen here, on the source side, because the connection and the fetcher live here: a ``GAP`` / ``CROSSED``
+/ ``CHECKSUM``, a rejected snapshot, or a new websocket session (its first frame) queues a snapshot request; the
+snapshot is published in ``ccf.book`` at the position where it went into the book, so the features flow, replaying
+the topic with the same rule, goes through the same book states.
+
+Parallelism unit: one connection. Delivery: at most once from the venue (a live feed cannot rewind; the resume
+state only carries the connection's counts, and after a restart every book resyncs from a new snapshot).
+``stop_after_s`` ends a partition after that many seconds of receipt time from its first frame (for a live feed,
+receipt time is event time within milliseconds; spot ``bookTicker`` carries no venue time at all).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from ccf.book import SNAPSHOT
+from ccf.errors import ParseError
+from ccf.ingest.book_sync import BookSync
+from ccf.ingest.fetcher import Fetched, FetchFn, SnapshotFetcher
+from ccf.ingest.health import LagMeter, dead_letter, health, ws_health
+from ccf.ingest.links import Link
+from ccf.schemas import BookDelta, BookSnapshot, MarketRecord
+from ccf.wsource import Frame, WsConfig, WsConnection, WsPartition, WsResume
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestBatch:
+    """What one source batch produced: records for the raw topics, dead letters and health entries."""
+
+    records: list[MarketRecord] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    health: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.dead or self.health)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How partitions behave (see the module docstring)."""
+
+    ws: WsConfig
+    fetch: FetchFn
+    stop_after_s: float | None = None
+    health_every_s: float = 10.0
+    snapshot_workers: int = 2
+    resync_backoff_initial_s: float = 0.1
+    resync_backoff_max_s: float = 5.0
+
+
+class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
+    """One connection: frames -> records, books, snapshots (see the module docstring)."""
+
+    def __init__(self, link: Link, conn: WsConnection, config: IngestConfig, resume: WsResume | None) -> None:
+        self.link = link
+        self.venue = link.venue
+        self.conn = conn.name
+        self.symbols = link.symbols_of[conn.name]
+        self.codec = link.codec
+        self.config = config
+        self.session = resume.sessions if resume is not None else 0
+        self.sync = BookSync(link.venue, conn.name)
+        self.fetcher = SnapshotFetcher(config.fetch, workers=config.snapshot_workers,
+                                       backoff_initial_s=config.resync_backoff_initial_s,
+                                       backoff_max_s=config.resync_backoff_max_s)
+        self.meter = LagMeter(link.venue, conn.name, config.health_every_s)
+        self._stop_ns = None if config.stop_after_s is None else round(config.stop_after_s * 1e9)
+        self._deadline: int | None = None
+        self._ended = False
+        self._closed = False
+        self.ws = WsPartition(conn, config.ws, resume)
+
+    def next_batch(self) -> list[IngestBatch]:
+        if self._ended:
+            self.close()
+            raise StopIteration
+        try:
+            items = self.ws.next_batch()
+        except StopIteration:
+            self._ended = True
+            items = []
+        out = IngestBatch()
+        for fetched in self.fetcher.ready():
+            self._snapshot(fetched, out)
+        frames, oldest = 0, 0
+        for item in items:
+            if isinstance(item, Frame):
+                if self._deadline is None and self._stop_ns is not None:
+                    self._deadline = item.ts_recv + self._stop_ns
+                if self._deadline is not None and item.ts_recv >= self._deadline:
+                    self._ended = True
+                    break
+                if item.session != self.session:
+                    self.session = item.session
+                    self.sync.new_session(self.symbols, item.session, out.health)
+                if not frames:
+                    oldest = item.ts_recv
+                frames += 1
+                self._frame(item, out)
+            else:
+                out.health.append(ws_health(item, self.venue))
+        self._request(out)
+        now = time.time_ns()
+        if self._deadline is not None and not items and now >= self._deadline:
+            self._ended = True  # a silent feed ends on the wall clock
+        self._meter(frames, oldest, now, out)
+        if out:
+            return [out]
+        if self._ended:
+            self.close()
+            raise StopIteration
+        return []
+
+    def _frame(self, frame: Frame, out: IngestBatch) -> None:
+        try:
+            parsed = self.codec.parse_frame(frame.data, frame.ts_recv)
+        except ParseError as exc:
+            out.dead.append(dead_letter(exc, self.conn, frame.ts_recv))
+            self.meter.dead += 1
+            return
+        records = out.records
+        sync, health_out = self.sync, out.health
+        for item in parsed:
+            record, extra = item if isinstance(item, tuple) else (item, None)
+            if isinstance(record, BookDelta):
+                sync.on_delta(record, extra, health_out)
+            elif isinstance(record, BookSnapshot):  # venues that snapshot in the stream
+                sync.on_snapshot(record, extra, health_out)
+            records.append(record)
+
+    def _snapshot(self, fetched: Fetched, out: IngestBatch) -> None:
+        """A REST snapshot arrived (or failed): into the book and the batch, or ask again."""
+        if fetched.body is None:
+            delay = self._retry(fetched.symbol, fetched.url)
+            out.health.append(health("snapshot_failed", self.venue, self.conn, fetched.symbol, detail=fetched.error,
+                                     retry_in_s=delay))
+            return
+        try:
+            parsed = self.codec.parse_rest(fetched.url, fetched.body, fetched.ts_recv)
+        except ParseError as exc:
+            out.dead.append(dead_letter(exc, self.conn, fetched.ts_recv))
+            delay = self._retry(fetched.symbol, fetched.url)
+            out.health.append(health("snapshot_failed", self.venue, self.conn, fetched.symbol, detail=exc.reason,
+                                     retry_in_s=delay))
+            return
+        for item in parsed:
+            record, extra = item if isinstance(item, tuple) else (item, None)
+            if isinstance(record, BookSnapshot) and self.sync.on_snapshot(record, extra, out.health) is SNAPSHOT:
+                self.fetcher.succeeded(record.symbol)
+            out.records.append(record)
+
+    def _retry(self, symbol: str, url: str) -> float | None:
+        self.sync.wanted.pop(symbol, None)
+        return self.fetcher.request(symbol, url)
+
+    def _request(self, out: IngestBatch) -> None:
+        wanted = self.sync.take_wanted()
+        if not wanted:
+            return
+        self.meter.resyncs += len(wanted)
+        url_of = self.link.snapshot_url
+        if url_of is None:  # the venue sends its snapshots in the stream: nothing to fetch
+            return
+        for symbol in wanted:
+            self.fetcher.request(symbol, url_of(symbol))
+
+    def _meter(self, frames: int, oldest: int, now: int, out: IngestBatch) -> None:
+        meter = self.meter
+        meter.records += len(out.records)
+        meter.batch(frames, oldest, now)
+        if meter.due(now):
+            out.health.append(meter.report(now, out.records, len(self.sync.books), self.sync.valid))
+
+    def next_awake(self) -> Any:
+        return self.ws.next_awake()
+
+    def snapshot(self) -> WsResume:
+        return self.ws.snapshot()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.fetcher.close()
+            self.ws.close()
+
+
+class IngestSource(FixedPartitionedSource[IngestBatch, WsResume]):
+    """A venue's connections as a Bytewax source of :class:`IngestBatch` es: one partition per connection."""
+
+    def __init__(self, link: Link, config: IngestConfig) -> None:
+        self.link = link
+        self.config = config
+        self._conns = {c.name: c for c in link.connections}
+
+    def list_parts(self) -> list[str]:
+        return list(self._conns)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: WsResume | None) -> IngestPartition:
+        logger.info("ingest %s: connection %s (%d symbols)", step_id, for_part, len(self.link.symbols_of[for_part]))
+        return IngestPartition(self.link, self._conns[for_part], self.config, resume_state)
+
+
+def batch_records(batches: Sequence[IngestBatch]) -> list[MarketRecord]:
+    """Every record of some batches, in order (tests and tools)."""
+    return [r for b in batches for r in b.records]

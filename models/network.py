@@ -1,0 +1,259 @@
+"""The TFT around :mod:`models.dataset`: datasets, the network, and our own batches for fast inference.
+
+Training goes through pytorch-forecasting's :class:`TimeSeriesDataSet`; inference does not: :func:`make_batch`
+builds the network's input dict straight from numpy windows (one row per symbol), and :func:`run_network` calls the
+module's ``forward`` under ``torch.inference_mode`` (no Lightning Trainer per call). ``tests/unit/test_tft_data.py``
+checks that both give the same forecasts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.dataset import TIME_FEATURES, FeatureSpec, long_enough, target_name, time_features
+
+RELATIVE_TIME = "relative_time_idx"
+
+
+def _quantile_loss_base() -> type:
+    from pytorch_forecasting.metrics import QuantileLoss
+
+    return QuantileLoss
+
+
+class HorizonQuantileLoss(_quantile_loss_base()):  # type: ignore[misc]  # pytorch-forecasting is untyped
+    """Quantile loss of one target at one decoder step only (``ret_h`` is the forward ``h``-return only at step ``h``).
+
+    The other steps get weight 0 and this one ``T`` (the number of steps), so the mean over steps is its loss.
+    """
+
+    def __init__(self, quantiles: list[float] | None = None, position: int = 0, **kwargs: Any) -> None:
+        super().__init__(quantiles=quantiles, **kwargs)
+        self.position = position
+
+    def loss(self, y_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        losses: torch.Tensor = super().loss(y_pred, target)
+        steps = losses.size(1)
+        weight = torch.zeros(steps, dtype=losses.dtype, device=losses.device)
+        if self.position < steps:
+            weight[self.position] = float(steps)
+        return losses * weight.view(1, -1, 1)
+
+
+def dataset_kwargs(spec: FeatureSpec) -> dict[str, Any]:
+    from pytorch_forecasting.data import NaNLabelEncoder, TorchNormalizer
+    from pytorch_forecasting.data.encoders import MultiNormalizer
+
+    targets = list(spec.targets)
+    return {
+        "time_idx": "time_idx",
+        "target": targets,
+        "group_ids": ["series"],
+        "max_encoder_length": spec.encoder_length,
+        "min_encoder_length": spec.encoder_length,
+        "max_prediction_length": spec.max_h,
+        "min_prediction_length": spec.max_h,
+        "static_categoricals": ["group"],
+        "time_varying_known_reals": list(TIME_FEATURES),
+        "time_varying_unknown_reals": [*targets, *spec.inputs],
+        "target_normalizer": MultiNormalizer([TorchNormalizer(method="standard") for _ in targets]),
+        "categorical_encoders": {"group": NaNLabelEncoder(add_nan=True), "series": NaNLabelEncoder(add_nan=True)},
+        # inputs are scaled by FeatureSpec already; relative_time_idx is set per sample
+        "scalers": dict.fromkeys([*TIME_FEATURES, *spec.inputs, RELATIVE_TIME]),
+        "add_relative_time_idx": True,
+        "add_target_scales": False,
+        "add_encoder_length": False,
+    }
+
+
+def build_datasets(prepared: pd.DataFrame, spec: FeatureSpec, val_start_idx: int | None) -> tuple[Any, Any | None]:
+    """Training dataset (decoders before ``val_start_idx``) and validation dataset (decoders from it on)."""
+    from pytorch_forecasting import TimeSeriesDataSet
+
+    prepared = long_enough(prepared, spec)
+    train_part = prepared if val_start_idx is None else prepared[prepared["time_idx"] < val_start_idx]
+    train_part = long_enough(train_part, spec)
+    if train_part.empty:
+        raise ValueError(f"no series of at least {spec.encoder_length + spec.max_h} contiguous rows to train on")
+    train_ds = TimeSeriesDataSet(train_part, **dataset_kwargs(spec))
+    if val_start_idx is None:
+        return train_ds, None
+    val_rows = prepared[prepared["time_idx"] >= val_start_idx - spec.encoder_length]
+    val_rows = long_enough(val_rows, spec)
+    if val_rows.empty:
+        return train_ds, None
+    val_ds = TimeSeriesDataSet.from_dataset(train_ds, val_rows, min_prediction_idx=val_start_idx,
+                                            stop_randomization=True)
+    return train_ds, val_ds
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    hidden_size: int = 16
+    attention_heads: int = 2
+    hidden_continuous_size: int = 8
+    lstm_layers: int = 1
+    dropout: float = 0.1
+    learning_rate: float = 3e-3
+
+
+def build_network(train_ds: Any, spec: FeatureSpec, cfg: NetConfig) -> Any:
+    from pytorch_forecasting import TemporalFusionTransformer
+    from pytorch_forecasting.metrics import MultiLoss
+    from torch import nn
+
+    loss = MultiLoss([HorizonQuantileLoss(list(spec.quantiles), position=h - 1) for h in spec.horizons])
+    with warnings.catch_warnings():
+        # Lightning's save_hyperparameters warns that `loss`/`logging_metrics` modules are saved as hparams;
+        # that is what lets a checkpoint rebuild the same loss
+        warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+        model = TemporalFusionTransformer.from_dataset(
+            train_ds,
+            hidden_size=cfg.hidden_size,
+            attention_head_size=cfg.attention_heads,
+            hidden_continuous_size=cfg.hidden_continuous_size,
+            lstm_layers=cfg.lstm_layers,
+            dropout=cfg.dropout,
+            learning_rate=cfg.learning_rate,
+            loss=loss,
+            logging_metrics=nn.ModuleList([]),
+            log_interval=-1,
+            reduce_on_plateau_patience=1000,
+        )
+    model.ccf_spec = spec.to_dict()
+    return model
+
+
+# -- inference without the dataset ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    """Where each input goes in the network's tensors, read from a trained module."""
+
+    reals: tuple[str, ...]
+    categoricals: tuple[str, ...]
+    group_codes: dict[str, int]
+    target_params: tuple[tuple[float, float], ...]  # (center, scale) per target, in spec.targets order
+
+    @classmethod
+    def of(cls, model: Any, spec: FeatureSpec) -> Layout:
+        hp = model.hparams
+        normalizers = model.output_transformer.normalizers
+        params = tuple(tuple(float(v) for v in n.get_parameters()) for n in normalizers)
+        labels = hp.embedding_labels.get("group", {})
+        return cls(tuple(hp.x_reals), tuple(hp.x_categoricals), {str(k): int(v) for k, v in labels.items()},
+                   params)  # type: ignore[arg-type]  # (center, scale) pairs
+
+    def code(self, group: str) -> int | None:
+        return self.group_codes.get(group)
+
+
+def make_batch(
+    spec: FeatureSpec,
+    layout: Layout,
+    rets: np.ndarray,
+    inputs: np.ndarray,
+    enc_end: np.ndarray,
+    codes: np.ndarray,
+) -> dict[str, Any]:
+    """The network's input dict for ``B`` samples of the last ``L`` windows each (oldest first).
+
+    ``rets`` ``(B, L, len(horizons))``: each window's backward returns ``ret_h`` (log, unscaled); ``inputs``
+    ``(B, L, k)``: scaled inputs; ``enc_end`` ``(B, L)``: window ends (ns); ``codes`` ``(B,)``: group codes.
+    """
+    b, length = inputs.shape[0], spec.encoder_length
+    h_max = spec.max_h
+    enc = np.zeros((b, length, len(layout.reals)), dtype=np.float32)
+    dec = np.zeros((b, h_max, len(layout.reals)), dtype=np.float32)
+    col = {name: j for j, name in enumerate(layout.reals)}
+    for i, ((center, sc), h) in enumerate(zip(layout.target_params, spec.horizons, strict=True)):
+        enc[:, :, col[target_name(h)]] = (rets[:, :, i] - center) / sc
+    for j, name in enumerate(spec.inputs):
+        enc[:, :, col[name]] = inputs[:, :, j]
+    dec_end = enc_end[:, -1:] + spec.width_ns * np.arange(1, h_max + 1, dtype=np.int64)[None, :]
+    tf_enc = time_features(enc_end.reshape(-1)).reshape(b, length, -1)
+    tf_dec = time_features(dec_end.reshape(-1)).reshape(b, h_max, -1)
+    for j, name in enumerate(TIME_FEATURES):
+        enc[:, :, col[name]] = tf_enc[:, :, j]
+        dec[:, :, col[name]] = tf_dec[:, :, j]
+    if RELATIVE_TIME in col:
+        rel = np.arange(-length, h_max, dtype=np.float32) / length
+        enc[:, :, col[RELATIVE_TIME]] = rel[:length]
+        dec[:, :, col[RELATIVE_TIME]] = rel[length:]
+    cats = np.asarray(codes, dtype=np.int64)[:, None, None]
+    return {
+        "encoder_cat": torch.from_numpy(np.broadcast_to(cats, (b, length, len(layout.categoricals))).copy()),
+        "decoder_cat": torch.from_numpy(np.broadcast_to(cats, (b, h_max, len(layout.categoricals))).copy()),
+        "encoder_cont": torch.from_numpy(enc),
+        "decoder_cont": torch.from_numpy(dec),
+        "encoder_lengths": torch.full((b,), length, dtype=torch.long),
+        "decoder_lengths": torch.full((b,), h_max, dtype=torch.long),
+        "target_scale": [torch.tensor([p] * b, dtype=torch.float32) for p in layout.target_params],
+    }
+
+
+def backward_returns(mids: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """``(B, L, len(horizons))`` backward log-returns of the last ``L`` windows from ``(B, L + max_h)`` mids."""
+    logmid = np.log(mids)
+    h_max, length = spec.max_h, spec.encoder_length
+    return np.stack([logmid[:, h_max:] - logmid[:, h_max - h: h_max - h + length] for h in spec.horizons], axis=-1)
+
+
+def run_network(model: Any, batch: dict[str, Any], spec: FeatureSpec, device: str | torch.device = "cpu") -> np.ndarray:
+    """``(B, len(horizons), len(quantiles))`` forecasts of the h-step log-return, quantiles sorted ascending."""
+    x = {k: ([t.to(device) for t in v] if isinstance(v, list) else v.to(device)) for k, v in batch.items()}
+    with torch.inference_mode():
+        out = model(x)["prediction"]
+    preds = out if isinstance(out, list | tuple) else [out]
+    cols = [p[:, h - 1, :] for p, h in zip(preds, spec.horizons, strict=True)]
+    q = torch.stack(cols, dim=1).float().cpu().numpy()
+    return np.sort(q, axis=-1)  # quantile crossing, if any, is undone by sorting
+
+
+# -- many anchors at once (validation, walk-forward) ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Anchors:
+    """Forecast anchors of a prepared frame: rows with ``L - 1`` rows of their own series before them."""
+
+    frame: pd.DataFrame  # the prepared frame, reset index
+    positions: np.ndarray  # row numbers of the anchors
+
+
+def anchors(prepared: pd.DataFrame, spec: FeatureSpec, min_time_idx: int | None = None) -> Anchors:
+    frame = prepared.reset_index(drop=True)
+    pos_in_series = frame.groupby("series", sort=False).cumcount().to_numpy()
+    ok = pos_in_series >= spec.encoder_length - 1
+    if min_time_idx is not None:
+        ok &= frame["time_idx"].to_numpy() >= min_time_idx
+    return Anchors(frame, np.flatnonzero(ok))
+
+
+def forecast_anchors(
+    model: Any,
+    spec: FeatureSpec,
+    layout: Layout,
+    a: Anchors,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """``(n_anchors, len(horizons), len(quantiles))`` forecasts, batched; the same :func:`make_batch` as online."""
+    f = a.frame
+    rets = f[list(spec.targets)].to_numpy(np.float64)
+    inputs = f[list(spec.inputs)].to_numpy(np.float32)
+    ends = f["window_end"].to_numpy(np.int64)
+    codes = np.array([layout.group_codes.get(g, 0) for g in f["group"]], dtype=np.int64)
+    out = np.zeros((len(a.positions), len(spec.horizons), len(spec.quantiles)), dtype=np.float32)
+    length = spec.encoder_length
+    model.eval()
+    for s in range(0, len(a.positions), batch_size):
+        p = a.positions[s:s + batch_size]
+        span = p[:, None] + np.arange(-length + 1, 1)[None, :]
+        batch = make_batch(spec, layout, rets[span], inputs[span], ends[span], codes[p])
+        out[s:s + len(p)] = run_network(model, batch, spec, device)
+    return out

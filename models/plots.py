@@ -1,0 +1,103 @@
+"""Figures for MLflow and the walk-forward report (matplotlib's object API: no pyplot, no global backend state)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from models.evaluate import ScoreTable
+
+BPS = 1e4
+
+
+def _figure(w: float = 8.0, h: float = 4.0) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=90, layout="constrained")
+
+
+def loss_figure(history: Sequence[Mapping[str, float | None]]) -> Any:
+    fig = _figure(6, 3.5)
+    ax = fig.add_subplot()
+    epochs = [int(e["epoch"] or 0) for e in history]
+    for key in ("train_loss", "val_loss"):
+        ys = [e.get(key) for e in history]
+        if any(y is not None for y in ys):
+            ax.plot(epochs, [np.nan if y is None else y for y in ys], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("quantile loss (normalised)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def skill_figure(table: ScoreTable, title: str = "skill vs naive per horizon") -> Any:
+    """Grouped bars: ``1 - SSE/SSE(naive)`` per model and horizon (naive itself is 0 by definition)."""
+    fig = _figure(7, 3.5)
+    ax = fig.add_subplot()
+    models = [m for m in sorted(table) if m != "naive"]
+    horizons = sorted({h for m in models for h in table[m]})
+    width = 0.8 / max(len(models), 1)
+    for i, m in enumerate(models):
+        ys = [table[m][h].skill if h in table[m] and table[m][h].skill is not None else np.nan for h in horizons]
+        ax.bar(np.arange(len(horizons)) + i * width, ys, width, label=m)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xticks(np.arange(len(horizons)) + width * (len(models) - 1) / 2, [f"h={h}" for h in horizons])
+    ax.set_ylabel("skill (0 = naive)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def bands_figure(issued_at: np.ndarray, realised: np.ndarray, q: np.ndarray, quantiles: Sequence[float], h: int,
+                 width_s: float) -> Any:
+    """Forecast median and outer quantile band of the ``h``-step return vs what was realised, in bps."""
+    fig = _figure(9, 3.5)
+    ax = fig.add_subplot()
+    t = [datetime.fromtimestamp(x / 1e9, tz=UTC) for x in issued_at.tolist()]
+    lo, mid, hi = 0, quantiles.index(0.5), len(quantiles) - 1
+    ax.fill_between(t, q[:, lo] * BPS, q[:, hi] * BPS, alpha=0.3, label=f"TFT {quantiles[lo]:g}–{quantiles[hi]:g} band")
+    ax.plot(t, realised * BPS, color="black", lw=0.7, label="realised")
+    ax.plot(t, q[:, mid] * BPS, color="tab:red", lw=0.9, label="TFT median")
+    ax.set_ylabel(f"{h}-step log-return (bps)")
+    ax.set_title(f"h = {h} ({h * width_s:g} s ahead), issued at")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    return fig
+
+
+def calibration_figure(nominal: Sequence[float], observed: Mapping[str, Sequence[float]]) -> Any:
+    """Reliability: share of realised returns at or below each forecast quantile, per series (ideal: the diagonal)."""
+    fig = _figure(4.5, 4.5)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="ideal")
+    for name, obs in observed.items():
+        ax.plot(nominal, obs, marker="o", label=name)
+    ax.set_xlabel("nominal quantile")
+    ax.set_ylabel("observed P(y ≤ forecast quantile)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def coverage_figure(table: ScoreTable, target: float) -> Any:
+    """Coverage of each model's outer quantile band per horizon (target: the band's nominal width)."""
+    fig = _figure(7, 3.5)
+    ax = fig.add_subplot()
+    for m in sorted(table):
+        hs = sorted(table[m])
+        cov = [table[m][h].coverage for h in hs]
+        ax.plot(hs, [np.nan if c is None else c for c in cov], marker="o", label=m)
+    ax.axhline(target, color="black", lw=0.8, ls="--", label=f"nominal {target:g}")
+    ax.set_xlabel("horizon (steps)")
+    ax.set_ylabel("band coverage")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
