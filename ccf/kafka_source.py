@@ -71,8 +71,11 @@ class ChunkedKafkaSource(KafkaSource):
         return _Chunking(super().build_part(step_id, for_part, resume_state))
 
 
-def raw_topics_source(settings: Settings, topics: tuple[str, ...] = RAW_TOPICS) -> ChunkedKafkaSource:
-    """Read the raw topics from the beginning; with ``CCF_STOP_AFTER`` set, stop at their end instead of tailing."""
+def raw_topics_source(settings: Settings, topics: tuple[str, ...] | None = None) -> ChunkedKafkaSource:
+    """Read the raw topics from the beginning (``ccf.news`` too when news is enabled); with ``CCF_STOP_AFTER`` set,
+    stop at their end instead of tailing."""
+    if topics is None:
+        topics = (*RAW_TOPICS, "news") if settings.news.enabled else RAW_TOPICS
     conf = settings.kafka.client_config()
     brokers = conf.pop("bootstrap.servers").split(",")
     return ChunkedKafkaSource(

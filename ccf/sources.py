@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 Chunk = tuple[str, list[Any]]
 
 
+NEWS_KEY = "news:ALL"
+"""The key of news chunks before they are routed to the symbols they name (:func:`ccf.features.news.route_news`)."""
+
 DLQ_KEY = "!dlq"
 """The key of chunks holding what could not be used (parse errors, frames of venues without a parser)."""
 
@@ -36,7 +39,7 @@ def record_key_str(rec: Any) -> str:
         rec = rec[0]
     symbol = getattr(rec, "symbol", None)
     if symbol is None or isinstance(rec, Exception):
-        return "news:ALL" if hasattr(rec, "fetched") else DLQ_KEY
+        return NEWS_KEY if hasattr(rec, "fetched") else DLQ_KEY
     return f"{rec.venue}:{symbol}"
 
 

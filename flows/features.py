@@ -27,7 +27,8 @@ from bytewax.outputs import Sink
 
 from ccf.engine import EngineConfig, EngineOut, SymbolEngine
 from ccf.settings import Settings
-from ccf.sources import DLQ_KEY
+from ccf.features.news import route_news
+from ccf.sources import DLQ_KEY, NEWS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,17 @@ def build_flow(
 
     flow = Dataflow("ccf_features")
     chunks = op.input("records", flow, source if source is not None else make_source(settings))
+    if source is None and settings.news.enabled and not settings.kafka.enabled:
+        from ccf.news.source import NewsSource
+
+        news = op.input("news", flow, NewsSource.from_settings(settings.news, stop_after_s=settings.stop_after))
+        chunks = op.merge("with_news", chunks, op.map("news_chunk", news, lambda item: (NEWS_KEY, [item])))
     split = op.branch("usable", chunks, lambda kv: kv[0] != DLQ_KEY)
-    outs = op.stateful_batch("engine", split.trues, lambda resume: _EngineLogic(make, resume))
+    routes = [(settings.venues.source, s) for s in settings.venues.symbols]
+    news_split = op.branch("news_or_market", split.trues, lambda kv: kv[0] != NEWS_KEY)
+    routed = op.flat_map("route_news", news_split.falses, lambda kv: route_news(kv[1], routes))
+    market = op.merge("market_and_news", news_split.trues, routed)
+    outs = op.stateful_batch("engine", market, lambda resume: _EngineLogic(make, resume))
     dead = op.map_value("dead_letters", split.falses, _dead_letters)
     op.output("outputs", op.merge("all_outputs", outs, dead), sink if sink is not None else make_sink(settings))
     return flow

@@ -11,6 +11,8 @@ Windows are tumbling, aligned to the epoch, ``[start, end)`` in venue time (ns).
   A late book event still updates the book (the book's truth is its sequence), and is counted.
 - **Every window** between the symbol's first and last event gets a row; a window with no event carries the book
   forward with zero trade flow and says so (``carried = 1``).
+- News items count in the window of their *fetched* time; they never move the watermark (our clock, not the
+  venue's), so a news item can only be late or wait for its window.
 - A book that is not whole (before its first snapshot, after a gap or checksum failure until resynced) gives
   ``book_valid = False`` and NaN book features; ``epoch`` counts resyncs.
 
@@ -153,6 +155,8 @@ class SymbolWindows:
                 else:
                     self._window(ts).news += 1
             else:  # BookTop and others carry no window feature here
+                continue
+            if isinstance(rec, NewsItem):  # fetched on our clock, not the venue's: it never moves the watermark
                 continue
             if self.max_ts is None or ts > self.max_ts:
                 self.max_ts = ts

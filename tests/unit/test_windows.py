@@ -125,3 +125,15 @@ def test_engine_resumes_from_a_pickle_exactly() -> None:
     b = pickle.loads(pickle.dumps(a))
     assert a.on_batch(recs[30:]).rows == b.on_batch(recs[30:]).rows
     assert first.rows and first.predictions
+
+
+def test_news_counts_by_fetched_time_and_never_moves_the_watermark() -> None:
+    from ccf.schemas import NewsItem
+
+    w = windows()
+    far = NewsItem(id="x", feed="f", title="BTC", link="", published=None, fetched=T0 + 3600 * S)
+    near = NewsItem(id="y", feed="f", title="BTC", link="", published=T0 + 10 * S, fetched=T0 + S // 2)
+    rows, _ = w.process([snap(T0), far, near])
+    assert rows == []  # a news item from our clock's future closed nothing
+    rows, _ = w.process([trade(T0 + 2 * S)])
+    assert [r.features["news_count"] for r in rows] == [1.0, 0.0]
