@@ -115,6 +115,60 @@ def record_cmd(
     typer.echo(f"{summary.frames} frames, {summary.rest} REST answers in {len(summary.files)} file(s) -> {out}")
 
 
+# The TFT sidecar's commands live beside the models (models/cli.py imports only typer; torch and MLflow load when
+# a command runs).
+from models.cli import predict_cmd, train_cmd  # noqa: E402  # registered after the commands above
+
+app.command("train")(train_cmd)
+app.command("predict")(predict_cmd)
+
+
+@app.command("app")
+def app_cmd(
+    host: str = typer.Option(None, "--host", help="Address to listen on (default: CCF_APP__HOST)."),
+    port: int = typer.Option(None, "--port", help="Port to listen on (default: CCF_APP__PORT)."),
+    show: bool = typer.Option(False, "--show", help="Open it in a browser."),
+) -> None:
+    """Serve the Panel app (live prices, forecasts, leaderboard, book, health, news) on the configured store."""
+    import importlib
+
+    from ccf.logs import setup_logging
+    from ccf.settings import load_settings
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update={"app": settings.app.model_copy(update=updates)})
+    importlib.import_module("dashboards.app").serve(settings, show=show)  # panel loads only here
+
+
+@app.command("demo")
+def demo_cmd(
+    speed: float = typer.Option(1.0, "--speed", help="Pace of the synthetic venue: 1 real time, N = N times."),
+    tft_after: int = typer.Option(600, "--tft-after", help="Windows per symbol before the TFT trains (0: no TFT)."),
+    tft_epochs: int = typer.Option(3, "--tft-epochs", help="Training epochs of the TFT."),
+    duration: float = typer.Option(None, "--duration", help="Stop writing after this many seconds of event time."),
+    store: Path = typer.Option(None, "--store", help="Store file (default: <run dir>/demo/store.duckdb)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep an earlier demo's store (default: start afresh)."),
+    host: str = typer.Option(None, "--host", help="App address (default: CCF_APP__HOST)."),
+    port: int = typer.Option(None, "--port", help="App port (default: CCF_APP__PORT)."),
+    show: bool = typer.Option(False, "--show", help="Open the app in a browser."),
+) -> None:
+    """The whole loop on embedded defaults: synthetic venue -> features -> baselines -> TFT -> forecasts -> scores,
+    served by the Panel app."""
+    from ccf.demo import DemoOptions, run_demo
+    from ccf.logs import setup_logging
+    from ccf.settings import load_settings
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update={"app": settings.app.model_copy(update=updates)})
+    options = DemoOptions(speed=speed, duration_s=duration, tft_after=tft_after, tft_epochs=tft_epochs,
+                          fresh=not keep, show=show)
+    run_demo(settings, options, store)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

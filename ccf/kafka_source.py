@@ -41,8 +41,10 @@ def decode_messages(msgs: Iterable[Any]) -> list[Chunk]:
         except msgspec.DecodeError as exc:  # malformed JSON, or JSON that is no record (ValidationError)
             key = (m.key or b"").decode("utf-8", "replace")
             venue, _, symbol = key.partition(":")
-            items.append(ParseError(f"{m.topic}[{m.partition}]@{m.offset}: {exc}", venue=venue, symbol=symbol,
-                                    raw=value))
+            err = ParseError(f"{m.topic}[{m.partition}]@{m.offset}: {exc}", venue=venue, symbol=symbol, raw=value)
+            stamp = getattr(m, "timestamp", None)  # (type, ms) of the Kafka message
+            err.ts_recv = int(stamp[1]) * 1_000_000 if stamp and stamp[1] > 0 else 0  # type: ignore[attr-defined]
+            items.append(err)
     return chunk_by_key(items)
 
 

@@ -93,6 +93,9 @@ class VenueSettings(BaseModel):
     )
     symbols: list[str] = Field(default_factory=lambda: ["BTC-USDT", "ETH-USDT"])
     replay_files: list[Path] = Field(default_factory=list)
+    ws_url: str = Field(default="", description="websocket base URL override (e.g. the local venue server)")
+    rest_url: str = Field(default="", description="REST base URL override for depth snapshots")
+    channels: list[str] | None = Field(default=None, description="venue channels to subscribe (default: the venue's)")
     speed: float = Field(
         default=1.0, ge=0.0, description="pace of synthetic and replay sources: 1 = real time, N = N×, 0 = flat out"
     )

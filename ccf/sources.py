@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
         self._batch = batch_size
         self._stop_after = stop_after_ns
         self._first_ts: int | None = None
+        self._last_ts = 0
         self._pace = pace
         self._wall0: datetime | None = None
         self._awake: datetime | None = None
@@ -102,9 +103,15 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
                 if out:
                     break
                 raise StopIteration
+            if isinstance(rec, Exception):
+                # a dead letter has no time of its own: it takes the time of the input just before it
+                rec.ts_recv = self._last_ts  # type: ignore[attr-defined]
+                out.append(rec)
+                self._done += 1
+                continue
             self._note_first(rec)
             assert self._first_ts is not None
-            ts = _ts(rec)
+            ts = self._last_ts = _ts(rec)
             if self._stop_after is not None and ts >= self._first_ts + self._stop_after:
                 if out:
                     break
@@ -161,3 +168,38 @@ class RecordSource(FixedPartitionedSource[Chunk, int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RecordPartition:
         logger.info("source %s partition %s starts after %s records", step_id, for_part, resume_state or 0)
         return _RecordPartition(self._parts[for_part](), resume_state, self._batch, self._stop_after, self._pace)
+
+
+class _MappedPartition(StatefulSourcePartition[Chunk, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], to_chunks: Callable[[list[Any]], list[Chunk]]) -> None:
+        self.inner = inner
+        self.to_chunks = to_chunks
+
+    def next_batch(self) -> list[Chunk]:
+        return self.to_chunks(list(self.inner.next_batch()))
+
+    def next_awake(self) -> datetime | None:
+        return self.inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ChunkingSource(FixedPartitionedSource[Chunk, Any]):
+    """Another partitioned source whose batches ``to_chunks`` turns into keyed chunks (same partitions, same
+    resume state)."""
+
+    def __init__(self, inner: Source[Any], to_chunks: Callable[[list[Any]], list[Chunk]]) -> None:
+        if not isinstance(inner, FixedPartitionedSource):
+            raise TypeError(f"ChunkingSource wraps a FixedPartitionedSource, not {type(inner).__name__}")
+        self.inner: FixedPartitionedSource[Any, Any] = inner
+        self.to_chunks = to_chunks
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _MappedPartition:
+        return _MappedPartition(self.inner.build_part(step_id, for_part, resume_state), self.to_chunks)

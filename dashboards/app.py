@@ -12,12 +12,9 @@ only when ``panel serve`` executes the file (its module name starts with ``bokeh
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
-import os
 import secrets
-import tempfile
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +28,6 @@ from dashboards.data import Row, Snapshot, shared_poller, start_polling
 logger = logging.getLogger(__name__)
 
 BPS = 1e4
-COLORS = {"naive": "#7f7f7f", "ewma": "#1f77b4", "river_lr": "#d62728", "river_ts": "#2ca02c", "tft": "#9467bd"}
 CSS = """
 .ccf-kpis { display: flex; gap: 8px; flex-wrap: wrap; }
 .ccf-kpi { background: #f4f6f8; border-radius: 6px; padding: 6px 10px; min-width: 96px; }
@@ -42,6 +38,7 @@ CSS = """
 table.ccf { border-collapse: collapse; font-size: 12px; width: 100%; font-variant-numeric: tabular-nums; }
 table.ccf th { text-align: left; border-bottom: 1px solid #ccd; padding: 2px 6px; color: #5a6270; }
 table.ccf td { border-bottom: 1px solid #eef; padding: 2px 6px; }
+table.ccf tr.mark td { background: #efe9f7; font-weight: 600; }
 .ccf-empty { color: #5a6270; font-style: italic; font-size: 13px; }
 h3.ccf { margin: 4px 0; font-size: 15px; color: #1b2330; }
 """
@@ -74,9 +71,10 @@ def _kpi(label: str, value: str, ident: str) -> str:
             f'<div class="value" id="{ident}">{html.escape(value)}</div></div>')
 
 
-def _table(headers: list[str], rows: list[list[str]], ident: str) -> str:
+def _table(headers: list[str], rows: list[list[str]], ident: str, marked: int | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join(("<tr class='mark'>" if i == marked else "<tr>") + "".join(f"<td>{html.escape(c)}</td>" for c in r)
+                   + "</tr>" for i, r in enumerate(rows))
     return f'<table class="ccf" id="{ident}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -161,6 +159,9 @@ class LiveView:
         if snap.keys and list(self.symbol.options) != snap.keys:
             keep = self.symbol.value if self.symbol.value in snap.keys else snap.keys[0]
             self.symbol.param.update(options=snap.keys, value=keep)
+        models = sorted({m for _, m, _ in snap.predictions} | set(self.settings.forecast.models))
+        if models != sorted(self.model.options):  # a model the settings do not list (the TFT sidecar) appeared
+            self.model.options = models
         self.status.object = self._status_html(snap)
         key = self.symbol.value
         rows = snap.features.get(key, ()) if key else ()
@@ -179,7 +180,7 @@ class LiveView:
         polled = datetime.fromtimestamp(snap.polled_at, UTC).strftime("%H:%M:%S") if snap.polled_at else "never"
         err = f' · <span class="err">{html.escape(snap.error)}</span>' if snap.error else ""
         return (f'<div class="ccf-status">{where} · latest window <b id="ccf-latest">{latest}</b> UTC · '
-                f'read at {polled} UTC (poll #{snap.version}){err}</div>')
+                f'read at {polled} UTC (poll #<span id="ccf-poll">{snap.version}</span>){err}</div>')
 
     def _draw_prices(self, snap: Snapshot, key: str | None, rows: tuple[Row, ...]) -> None:
         mids = [(r["window_end"], r["mid"]) for r in rows if r.get("mid") is not None]
@@ -240,8 +241,10 @@ class LiveView:
         rows = [[str(s["model"]), str(s["horizon_steps"]), str(s["n"]), fmt_num(s["mae"] * BPS, 3),
                  fmt_num(s["rmse"] * BPS, 3), fmt_num(s["hit_rate"], 2), fmt_num(s["coverage"], 2),
                  fmt_num(s["skill"], 3)] for s in scores]
+        shown = next((i for i, s in enumerate(scores)  # the model and horizon on the chart
+                      if s["model"] == self.model.value and s["horizon_steps"] == self.horizon.value), None)
         return _table(["model", "h", "n", "MAE bps", "RMSE bps", "hit", "coverage", "skill vs naive"], rows,
-                      "ccf-leaderboard")
+                      "ccf-leaderboard", shown)
 
     def _health_html(self, snap: Snapshot, rows: tuple[Row, ...]) -> str:
         windows = sum(len(v) for v in snap.features.values())
@@ -292,26 +295,16 @@ def serve(settings: Settings, *, show: bool = False) -> None:
     """Serve the app until interrupted (``ccf app``), with basic auth when a user and password are set."""
     app = settings.app
     kwargs: dict[str, Any] = {}
-    auth_file: str | None = None
-    if app.basic_auth_password is not None:
-        password = app.basic_auth_password.get_secret_value()
-        if app.basic_auth_user:
-            # Panel reads {user: password} from a file; keep it private and remove it when the server stops
-            fd, auth_file = tempfile.mkstemp(prefix="ccf-app-auth-", suffix=".json")
-            with os.fdopen(fd, "w") as fh:
-                json.dump({app.basic_auth_user: password}, fh)
-            kwargs["basic_auth"] = auth_file
-        else:  # a password alone: any user name with it
-            kwargs["basic_auth"] = password
+    password = app.basic_auth_password.get_secret_value() if app.basic_auth_password is not None else ""
+    if password:  # an empty password (CCF_APP__BASIC_AUTH_PASSWORD=) means no login
+        # {user: password} in memory (Panel's login handler accepts a dict as well as a file): no secret on disk;
+        # a password alone lets any user name in
+        kwargs["basic_auth"] = {app.basic_auth_user: password} if app.basic_auth_user else password
         kwargs["cookie_secret"] = secrets.token_urlsafe(32)
     anywhere = app.host in ("0.0.0.0", "::", "")
     origins = ["*"] if anywhere else [f"{app.host}:{app.port}", f"localhost:{app.port}"]
-    try:
-        pn.serve({"/": lambda: create_app(settings)}, port=app.port, address=app.host, show=show, title="CCF live",
-                 websocket_origin=origins, **kwargs)
-    finally:
-        if auth_file is not None:
-            os.unlink(auth_file)
+    pn.serve({"/": lambda: create_app(settings)}, port=app.port, address=app.host, show=show, title="CCF live",
+             websocket_origin=origins, **kwargs)
 
 if __name__.startswith("bokeh_app"):
     create_app().servable(title="CCF live")

@@ -4,7 +4,8 @@ Readers
     :class:`DuckDBReader` opens the embedded store read-only for each poll and closes it again. DuckDB lets one
     process write a file and nobody else open it meanwhile, so while the features flow runs the reader copies the
     file (and its WAL) into a private temporary directory and reads the copy; a copy caught mid-checkpoint fails to
-    open and the poll is simply retried. :class:`QuestDBReader` runs SQL over QuestDB's HTTP ``/exec`` endpoint
+    open and the poll is simply retried. When the writer is this same process (``ccf demo``), it reads through the
+    writer's own database instance instead. :class:`QuestDBReader` runs SQL over QuestDB's HTTP ``/exec`` endpoint
     (tables named with ``CCF_QUESTDB__TABLE_PREFIX``).
 
 The poller
@@ -12,8 +13,7 @@ The poller
     saw, minus a short look-back) plus the small summaries (latest score per model, health counts, latest news), and
     keeps bounded buffers: ``max_windows`` rows per ``venue:SYMBOL`` and per ``(venue:SYMBOL, model, horizon)``, at
     most ``max_keys`` keys of each. Every poll publishes one immutable :class:`Snapshot`; sessions only read it.
-    :func:`start_polling` schedules the poll once per server process with ``pn.state.schedule_task`` (idempotent by
-    name), running the blocking reads on a worker thread so no session's event loop waits on the store.
+    :func:`start_polling` schedules it once per server process (Panel's ``schedule_task``), shared by every session.
 
 Nothing here connects, copies or starts anything until a method is called.
 """
@@ -30,7 +30,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -103,6 +103,10 @@ class DuckDBReader:
             raise StoreUnavailable(f"no embedded store at {self.path} yet (start the features flow)")
         try:
             con = duckdb.connect(str(self.path), read_only=True)
+            self.copied = False
+        except duckdb.ConnectionException:
+            # this very process writes the file (`ccf demo`): a plain connection shares its database instance
+            con = duckdb.connect(str(self.path))
             self.copied = False
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
@@ -253,7 +257,7 @@ class Poller:
         self._features: dict[str, deque[Row]] = {}
         self._preds: dict[PredKey, deque[Row]] = {}
         self._last_feature: int | None = None
-        self._last_pred: int | None = None
+        self._last_pred: dict[str, int] = {}  # per model
         self._busy = threading.Lock()
         self._last_end = 0.0
         self._snap = Snapshot(where=reader.where)
@@ -276,7 +280,7 @@ class Poller:
             try:
                 with self.reader.session() as s:
                     feats = s.run(self._features_sql(s))
-                    preds = s.run(self._predictions_sql(s))
+                    preds = [p for sql in self._predictions_sql(s) for p in s.run(sql)]
                     scores = s.run(self._scores_sql())
                     health = s.run(self._health_sql())
                     news = self._news(s)
@@ -288,16 +292,11 @@ class Poller:
             self._merge(feats, preds)
             self.polls += 1
             old = self._snap
-            self._snap = Snapshot(
-                version=old.version + 1,
-                where=self.reader.where,
-                polled_at=time.time(),
-                error=None,
+            self._snap = replace(
+                old, version=old.version + 1, polled_at=time.time(), error=None,
                 features={k: tuple(v) for k, v in self._features.items()},
                 predictions={k: tuple(v) for k, v in self._preds.items()},
-                scores=tuple(scores),
-                health=tuple(health),
-                news=None if news is None else tuple(news),
+                scores=tuple(scores), health=tuple(health), news=None if news is None else tuple(news),
             )
             return True
         finally:
@@ -309,21 +308,18 @@ class Poller:
         changed = self._snap.error != why
         if changed:
             logger.info("live data: %s", why)
-            old = self._snap
-            self._snap = Snapshot(
-                version=old.version + 1, where=old.where, polled_at=old.polled_at, error=why, features=old.features,
-                predictions=old.predictions, scores=old.scores, health=old.health, news=old.news,
-            )
+            self._snap = replace(self._snap, version=self._snap.version + 1, error=why)
         return changed
 
     # -- SQL ------------------------------------------------------------------------------------------------------
     def _ts(self, ns: int) -> str:
         return str(ns) if self.reader.dialect == "duckdb" else f"cast({ns // 1000} as timestamp)"
 
-    def _since(self, s: Session, table: str, col: str, last: int | None) -> str:
+    def _since(self, s: Session, table: str, col: str, last: int | None, where: str = "") -> str:
+        """Where to read from: a look-back before the last row seen, or (first poll) the buffer's span."""
         if last is not None:
             return self._ts(last - self.lookback_ns)
-        top = s.run(f"SELECT max({col}) AS m FROM {self.reader.table(table)}")
+        top = s.run(f"SELECT max({col}) AS m FROM {self.reader.table(table)}{where}")
         m = top[0]["m"] if top else None
         return self._ts(int(m) - self.max_windows * self.width_ns) if m is not None else self._ts(0)
 
@@ -333,12 +329,19 @@ class Poller:
         return (f"SELECT {cols} FROM {self.reader.table('features')} WHERE window_start > {since} "
                 f"ORDER BY window_start LIMIT {self.max_windows * self.max_keys}")
 
-    def _predictions_sql(self, s: Session) -> str:
+    def _predictions_sql(self, s: Session) -> list[str]:
+        """One query per model: models are written by different jobs, each at its own pace."""
         base = ("issued_at", "target_time", "venue", "symbol", "model", "model_version", "horizon_steps", "value")
         cols = ", ".join(f'"{c}"' for c in (*base, *self.quantile_columns))
-        since = self._since(s, "predictions", "issued_at", self._last_pred)
-        return (f"SELECT {cols} FROM {self.reader.table('predictions')} WHERE issued_at > {since} "
-                f"ORDER BY issued_at LIMIT {self.max_windows * self.max_keys * 4}")
+        t = self.reader.table("predictions")
+        models = sorted(str(r["model"]) for r in s.run(f"SELECT DISTINCT model FROM {t}"))[: self.max_keys]
+        out = []
+        for model in models:
+            is_model = " WHERE model = '" + model.replace("'", "''") + "'"
+            since = self._since(s, "predictions", "issued_at", self._last_pred.get(model), is_model)
+            out.append(f"SELECT {cols} FROM {t}{is_model} AND issued_at > {since} ORDER BY issued_at "
+                       f"LIMIT {self.max_windows * self.max_keys}")
+        return out
 
     def _scores_sql(self) -> str:
         t = self.reader.table("scores")
@@ -377,7 +380,7 @@ class Poller:
             if pbuf and p["issued_at"] <= pbuf[-1]["issued_at"]:
                 continue
             pbuf.append(p)
-            self._last_pred = max(self._last_pred or 0, p["issued_at"])
+            self._last_pred[pkey[1]] = max(self._last_pred.get(pkey[1], 0), p["issued_at"])
 
     def _bounded(self, buffers: dict[Any, deque[Row]], key: Any) -> deque[Row]:
         # dicts keep insertion order: a key moves to the end when touched, so the first key is the quietest
@@ -403,7 +406,9 @@ def make_poller(settings: Settings, max_windows: int = 300) -> Poller:
                   quantile_columns=qcols, max_windows=max_windows)
 
 
-# ------------------------------------------------------------------------------------------- one per server
+# ------------------------------------------------------------------------------------- one poller per server
+# Here, not in dashboards/app.py: `panel serve` runs the app file afresh for every session, so only an imported
+# module can hold what all sessions share.
 _POLLERS: dict[str, Poller] = {}
 _TASKS: dict[str, Callable[[], Any]] = {}
 _LOCK = threading.Lock()
@@ -420,7 +425,9 @@ def shared_poller(settings: Settings) -> Poller:
 
 
 def start_polling(poller: Poller, interval_s: float) -> str:
-    """Schedule ``poller.poll`` every ``interval_s`` on this Panel server, once (idempotent); return the task name."""
+    """Poll every ``interval_s`` on this Panel server, scheduled once however many sessions ask (Panel's
+    ``schedule_task`` is idempotent by name and server-wide); the blocking reads run on a worker thread, so no
+    session's event loop waits on the store. Returns the task name."""
     import panel as pn
 
     name = f"ccf-live-poll-{poller.reader.where}"

@@ -26,8 +26,8 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from ccf.engine import EngineConfig, EngineOut, SymbolEngine
-from ccf.settings import Settings
 from ccf.features.news import route_news
+from ccf.settings import Settings
 from ccf.sources import DLQ_KEY, NEWS_KEY
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,11 @@ def _dead_letters(items: list[Any]) -> EngineOut:
 
     out = EngineOut()
     for item in items:
-        if isinstance(item, DataError):
-            d: dict[str, Any] = item.to_dict()
+        if isinstance(item, dict):  # a dead letter or health entry from the live connector
+            d: dict[str, Any] = dict(item)
+            d.setdefault("error", d.get("kind", "health"))
+        elif isinstance(item, DataError):
+            d = item.to_dict()
         else:  # a raw frame of a venue without a parser
             d = {"error": "Unparsed", "venue": getattr(item, "venue", ""), "symbol": "",
                  "reason": "no parser for this venue", "raw": str(getattr(item, "payload", item))[:2000]}
@@ -152,12 +155,23 @@ def make_source(settings: Settings) -> Source[Any]:
             raise ConfigError("CCF_VENUES__SOURCE=replay needs CCF_VENUES__REPLAY_FILES (a JSON list of paths)")
         return RecordSource({"replay": lambda: iter(read_records(files))}, stop_after_s=settings.stop_after,
                             pace=v.speed)
-    from ccf.errors import ConfigError
+    # a live venue in process: the ingest flow's connector (websocket, parse, book checks, REST resyncs)
+    from ccf.sources import ChunkingSource
+    from flows.ingest import make_source as ingest_source
 
-    raise ConfigError(
-        f"CCF_VENUES__SOURCE={v.source}: live venues feed the features flow through Kafka "
-        "(run flows.ingest and set CCF_KAFKA__BOOTSTRAP_SERVERS)"
-    )
+    return ChunkingSource(ingest_source(settings), _ingest_chunks)
+
+
+def _ingest_chunks(batches: list[Any]) -> list[Any]:
+    """Ingest batches as keyed chunks: records by symbol; dead letters and health entries to the dead-letter key."""
+    from ccf.sources import chunk_by_key
+
+    records = [r for b in batches for r in b.records]
+    other = [d for b in batches for d in (*b.dead, *b.health)]
+    chunks = chunk_by_key(records)
+    if other:
+        chunks.append((DLQ_KEY, other))
+    return chunks
 
 
 def make_sink(settings: Settings) -> Sink[Any]:

@@ -46,8 +46,9 @@ def build_flow(
     ws_config: WsConfig | None = None,
 ) -> Dataflow:
     """The ingest dataflow. ``source`` yields :class:`~ccf.ingest.source.IngestBatch` es (default: the venue of
-    ``settings`` at ``ws_url``/``rest_url``, else the venue's public URLs, else ``CCF_VENUES__WS_URL`` /
-    ``CCF_VENUES__REST_URL``); ``sink`` takes lists of ``(topic, key, value)`` (default: Kafka)."""
+    ``settings`` at ``ws_url``/``rest_url``, else ``CCF_VENUES__WS_URL`` / ``CCF_VENUES__REST_URL``, else the
+    venue's public URLs; ``channels`` else ``CCF_VENUES__CHANNELS`` else the venue's default); ``sink`` takes lists
+    of ``(topic, key, value)`` (default: Kafka)."""
     if settings is None:
         from ccf.settings import load_settings
 
@@ -83,8 +84,9 @@ def make_source(
     from ccf.wsource import fetch_rest_sync
 
     v = settings.venues
-    ws_url = ws_url or getattr(v, "ws_url", None) or None  # settings fields the lead may add (CCF_VENUES__WS_URL)
+    ws_url = ws_url or getattr(v, "ws_url", None) or None  # VenueSettings fields, where the settings have them
     rest_url = rest_url or getattr(v, "rest_url", None) or None
+    channels = channels or getattr(v, "channels", None) or None
     link = make_link(v.source, v.symbols, channels, ws_url=ws_url, rest_url=rest_url)
     ws = ws_config or WsConfig.from_settings(v, stop_on_end_of_data=True)
     fetch = partial(fetch_rest_sync, tries=ws.rest_tries, timeout_s=ws.rest_timeout_s,

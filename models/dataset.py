@@ -16,7 +16,7 @@ spans a gap. Each segment is one TFT series (``series = venue:SYMBOL#n``); ``gro
 categorical.
 
 >>> tf = time_features(np.array([0, 6 * 3600 * 10**9]))  # 1970-01-01 00:00 and 06:00 (a Thursday)
->>> [round(v, 6) + 0.0 for v in tf[1][:2]], round(tf[0][2], 6)
+>>> [round(float(v), 6) + 0.0 for v in tf[1][:2]], round(float(tf[0][2]), 6)
 ([1.0, 0.0], 0.433884)
 """
 
@@ -84,8 +84,17 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
-        tuples = ("inputs", "mean", "std", "horizons", "quantiles", "groups")
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+        return cls(
+            feature_set=str(d["feature_set"]),
+            inputs=tuple(str(v) for v in d["inputs"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            horizons=tuple(int(v) for v in d["horizons"]),
+            quantiles=tuple(float(v) for v in d["quantiles"]),
+            width_ns=int(d["width_ns"]),
+            encoder_length=int(d["encoder_length"]),
+            groups=tuple(str(v) for v in d["groups"]),
+        )
 
 
 # -- rows and checks ------------------------------------------------------------------------------------------------
@@ -93,16 +102,14 @@ def rows_to_frame(rows: Iterable[FeatureRow]) -> pd.DataFrame:
     """One column per meta field and per feature (NaN where a row lacks it), rows in the order given."""
     cols: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
     feats: dict[str, list[float]] = {}
-    n = 0
-    for r in rows:
+    for n, r in enumerate(rows, 1):
         for c in META_COLUMNS:
             cols[c].append(getattr(r, c))
         for k, v in r.features.items():
             lst = feats.get(k)
             if lst is None:
-                lst = feats[k] = [math.nan] * n
+                lst = feats[k] = [math.nan] * (n - 1)
             lst.append(math.nan if v is None else float(v))
-        n += 1
         for lst in feats.values():
             if len(lst) < n:
                 lst.append(math.nan)

@@ -147,6 +147,41 @@ def gate(candidate: Mapping[int, Metrics], champion: Mapping[int, Metrics] | Non
     return GateDecision(True, f"mean skill {cand:+.5f} beats naive (0) and {vs}", cand, champ)
 
 
+def quantile_calibration(
+    rows: Sequence[FeatureRow],
+    predictions: Iterable[Prediction],
+    quantiles: Sequence[float],
+    anchors: Mapping[str, set[int]] | None = None,
+) -> dict[str, dict[int, list[float]]]:
+    """model → horizon → for each of ``quantiles``, the share of realised returns at or below the forecast quantile
+    (ideal: the quantile itself); NaN where a model gave no such quantile."""
+    mids = {(f"{r.venue}:{r.symbol}", r.window_end): feature(r, "mid") for r in rows if r.book_valid}
+    keys = [str(q) for q in quantiles]
+    hits: dict[tuple[str, int], np.ndarray] = {}
+    counts: dict[tuple[str, int], np.ndarray] = {}
+    for p in predictions:
+        g = f"{p.venue}:{p.symbol}"
+        if anchors is not None and p.issued_at not in anchors.get(g, ()):
+            continue
+        m0, m1 = mids.get((g, p.issued_at), math.nan), mids.get((g, p.target_time), math.nan)
+        if not (m0 > 0 and m1 > 0) or not p.quantiles:
+            continue
+        y = math.log(m1 / m0)
+        k = (p.model, p.horizon_steps)
+        if k not in hits:
+            hits[k], counts[k] = np.zeros(len(keys)), np.zeros(len(keys))
+        for i, key in enumerate(keys):
+            v = p.quantiles.get(key)
+            if v is not None:
+                counts[k][i] += 1
+                hits[k][i] += y <= v
+    out: dict[str, dict[int, list[float]]] = {}
+    for (model, h), c in sorted(counts.items()):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.setdefault(model, {})[h] = (hits[(model, h)] / c).tolist()
+    return out
+
+
 def table_rows(table: ScoreTable) -> list[dict[str, float | int | str | None]]:
     """Flat rows (model, horizon, n, mae, rmse, hit_rate, pinball, coverage, skill) for reports and MLflow."""
     out: list[dict[str, float | int | str | None]] = []

@@ -9,47 +9,60 @@ checks that both give the same forecasts.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from models.dataset import TIME_FEATURES, FeatureSpec, long_enough, target_name, time_features
+
+if TYPE_CHECKING:
+    import torch
 
 RELATIVE_TIME = "relative_time_idx"
 
 
-def _quantile_loss_base() -> type:
-    from pytorch_forecasting.metrics import QuantileLoss
+def _horizon_quantile_loss() -> type:
+    from pytorch_forecasting.metrics import QuantileLoss  # type: ignore[import-untyped]
 
-    return QuantileLoss
+    class HorizonQuantileLoss(QuantileLoss):  # type: ignore[misc]  # pytorch-forecasting is untyped
+        """Quantile loss of one target at one decoder step only (``ret_h`` is the forward ``h``-return only at step
+        ``h``). The other steps get weight 0 and this one ``T`` (the number of steps), so the mean is its loss."""
+
+        def __init__(self, quantiles: list[float] | None = None, position: int = 0, **kwargs: Any) -> None:
+            super().__init__(quantiles=quantiles, **kwargs)
+            self.position = position
+
+        def loss(self, y_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            import torch
+
+            losses: torch.Tensor = super().loss(y_pred, target)
+            steps = losses.size(1)
+            weight = torch.zeros(steps, dtype=losses.dtype, device=losses.device)
+            if self.position < steps:
+                weight[self.position] = float(steps)
+            return losses * weight.view(1, -1, 1)
+
+    HorizonQuantileLoss.__module__ = __name__
+    HorizonQuantileLoss.__qualname__ = "HorizonQuantileLoss"
+    return HorizonQuantileLoss
 
 
-class HorizonQuantileLoss(_quantile_loss_base()):  # type: ignore[misc]  # pytorch-forecasting is untyped
-    """Quantile loss of one target at one decoder step only (``ret_h`` is the forward ``h``-return only at step ``h``).
-
-    The other steps get weight 0 and this one ``T`` (the number of steps), so the mean over steps is its loss.
-    """
-
-    def __init__(self, quantiles: list[float] | None = None, position: int = 0, **kwargs: Any) -> None:
-        super().__init__(quantiles=quantiles, **kwargs)
-        self.position = position
-
-    def loss(self, y_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        losses: torch.Tensor = super().loss(y_pred, target)
-        steps = losses.size(1)
-        weight = torch.zeros(steps, dtype=losses.dtype, device=losses.device)
-        if self.position < steps:
-            weight[self.position] = float(steps)
-        return losses * weight.view(1, -1, 1)
+def __getattr__(name: str) -> Any:
+    # HorizonQuantileLoss subclasses a pytorch-forecasting class: it is made on first use (pickle finds it here by
+    # name), so importing this module does not import torch
+    if name == "HorizonQuantileLoss":
+        cls = globals()[name] = _horizon_quantile_loss()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dataset_kwargs(spec: FeatureSpec) -> dict[str, Any]:
-    from pytorch_forecasting.data import NaNLabelEncoder, TorchNormalizer
-    from pytorch_forecasting.data.encoders import MultiNormalizer
+    from pytorch_forecasting.data import NaNLabelEncoder, TorchNormalizer  # type: ignore[import-untyped]
+    from pytorch_forecasting.data.encoders import MultiNormalizer  # type: ignore[import-untyped]
 
     targets = list(spec.targets)
     return {
@@ -75,7 +88,7 @@ def dataset_kwargs(spec: FeatureSpec) -> dict[str, Any]:
 
 def build_datasets(prepared: pd.DataFrame, spec: FeatureSpec, val_start_idx: int | None) -> tuple[Any, Any | None]:
     """Training dataset (decoders before ``val_start_idx``) and validation dataset (decoders from it on)."""
-    from pytorch_forecasting import TimeSeriesDataSet
+    from pytorch_forecasting import TimeSeriesDataSet  # type: ignore[import-untyped]
 
     prepared = long_enough(prepared, spec)
     train_part = prepared if val_start_idx is None else prepared[prepared["time_idx"] < val_start_idx]
@@ -109,11 +122,9 @@ def build_network(train_ds: Any, spec: FeatureSpec, cfg: NetConfig) -> Any:
     from pytorch_forecasting.metrics import MultiLoss
     from torch import nn
 
-    loss = MultiLoss([HorizonQuantileLoss(list(spec.quantiles), position=h - 1) for h in spec.horizons])
-    with warnings.catch_warnings():
-        # Lightning's save_hyperparameters warns that `loss`/`logging_metrics` modules are saved as hparams;
-        # that is what lets a checkpoint rebuild the same loss
-        warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+    loss_cls = __getattr__("HorizonQuantileLoss")
+    loss = MultiLoss([loss_cls(list(spec.quantiles), position=h - 1) for h in spec.horizons])
+    with quiet_library_warnings():
         model = TemporalFusionTransformer.from_dataset(
             train_ds,
             hidden_size=cfg.hidden_size,
@@ -167,6 +178,8 @@ def make_batch(
     ``rets`` ``(B, L, len(horizons))``: each window's backward returns ``ret_h`` (log, unscaled); ``inputs``
     ``(B, L, k)``: scaled inputs; ``enc_end`` ``(B, L)``: window ends (ns); ``codes`` ``(B,)``: group codes.
     """
+    import torch
+
     b, length = inputs.shape[0], spec.encoder_length
     h_max = spec.max_h
     enc = np.zeros((b, length, len(layout.reals)), dtype=np.float32)
@@ -207,6 +220,8 @@ def backward_returns(mids: np.ndarray, spec: FeatureSpec) -> np.ndarray:
 
 def run_network(model: Any, batch: dict[str, Any], spec: FeatureSpec, device: str | torch.device = "cpu") -> np.ndarray:
     """``(B, len(horizons), len(quantiles))`` forecasts of the h-step log-return, quantiles sorted ascending."""
+    import torch
+
     x = {k: ([t.to(device) for t in v] if isinstance(v, list) else v.to(device)) for k, v in batch.items()}
     with torch.inference_mode():
         out = model(x)["prediction"]
@@ -234,6 +249,20 @@ def anchors(prepared: pd.DataFrame, spec: FeatureSpec, min_time_idx: int | None 
     return Anchors(frame, np.flatnonzero(ok))
 
 
+def realised_returns(a: Anchors, spec: FeatureSpec) -> np.ndarray:
+    """``(n_anchors, len(horizons))``: the forward ``h``-return after each anchor (its row ``h`` later holds it as
+    ``ret_h``), NaN where the series ends first."""
+    f = a.frame
+    series = f["series"].to_numpy()
+    out = np.full((len(a.positions), len(spec.horizons)), np.nan)
+    for j, h in enumerate(spec.horizons):
+        later = a.positions + h
+        ok = later < len(f)
+        ok[ok] &= series[later[ok]] == series[a.positions[ok]]
+        out[ok, j] = f[target_name(h)].to_numpy()[later[ok]]
+    return out
+
+
 def forecast_anchors(
     model: Any,
     spec: FeatureSpec,
@@ -257,3 +286,21 @@ def forecast_anchors(
         batch = make_batch(spec, layout, rets[span], inputs[span], ends[span], codes[p])
         out[s:s + len(p)] = run_network(model, batch, spec, device)
     return out
+
+
+@contextmanager
+def quiet_library_warnings() -> Iterator[None]:
+    """Silence the library warnings we know about and cannot fix (each named), around training and dataset code."""
+    with warnings.catch_warnings():
+        # pytorch-forecasting's encoders call torch.from_numpy on pandas 3's read-only (copy-on-write) arrays
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        # lightning 2.6's _pytree uses torch's deprecated `isinstance(treespec, LeafSpec)`
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        # we load with num_workers=0 on purpose: the dataset is in memory and worker processes cost more than they save
+        warnings.filterwarnings("ignore", message=r".*does not have many workers")
+        # the last batch of an epoch is smaller; Lightning infers batch sizes from our dict batches and says so
+        warnings.filterwarnings("ignore", message=r".*Trying to infer the `batch_size`")
+        # Lightning's save_hyperparameters notes that `loss`/`logging_metrics` modules are kept as hparams; that is
+        # what lets a checkpoint rebuild the same loss
+        warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")
+        yield

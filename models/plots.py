@@ -28,7 +28,7 @@ def loss_figure(history: Sequence[Mapping[str, float | None]]) -> Any:
         if any(y is not None for y in ys):
             ax.plot(epochs, [np.nan if y is None else y for y in ys], marker="o", label=key)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("quantile loss (normalised)")
+    ax.set_ylabel("quantile loss")
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -64,26 +64,32 @@ def bands_figure(issued_at: np.ndarray, realised: np.ndarray, q: np.ndarray, qua
     ax.plot(t, realised * BPS, color="black", lw=0.7, label="realised")
     ax.plot(t, q[:, mid] * BPS, color="tab:red", lw=0.9, label="TFT median")
     ax.set_ylabel(f"{h}-step log-return (bps)")
-    ax.set_title(f"h = {h} ({h * width_s:g} s ahead), issued at")
+    ax.set_title(f"h = {h} ({h * width_s:g} s ahead), by issue time (UTC)")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     return fig
 
 
-def calibration_figure(nominal: Sequence[float], observed: Mapping[str, Sequence[float]]) -> Any:
-    """Reliability: share of realised returns at or below each forecast quantile, per series (ideal: the diagonal)."""
-    fig = _figure(4.5, 4.5)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="ideal")
-    for name, obs in observed.items():
-        ax.plot(nominal, obs, marker="o", label=name)
-    ax.set_xlabel("nominal quantile")
-    ax.set_ylabel("observed P(y ≤ forecast quantile)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+def calibration_figure(nominal: Sequence[float], observed: Mapping[str, Mapping[int, Sequence[float]]]) -> Any:
+    """Reliability per horizon: share of realised returns at or below each forecast quantile, per model (ideal: the
+    diagonal)."""
+    horizons = sorted({h for hs in observed.values() for h in hs})
+    fig = _figure(3.2 * max(len(horizons), 1), 3.4)
+    for i, h in enumerate(horizons):
+        ax = fig.add_subplot(1, max(len(horizons), 1), i + 1)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        for model, hs in sorted(observed.items()):
+            if h in hs:
+                ax.plot(nominal, hs[h], marker="o", ms=3, label=model)
+        ax.set_title(f"h = {h}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("nominal quantile")
+        if i == 0:
+            ax.set_ylabel("observed P(y ≤ q)")
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     return fig
 
 

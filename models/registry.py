@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,16 +87,20 @@ def register(
     output_example: Any,
 ) -> str:
     """Save ``model`` (pickle format, signature and input example) into the run and register a new version."""
-    import mlflow.pytorch
     from mlflow.exceptions import MlflowException
+
+    mlflow_pytorch = _mlflow_pytorch()
     from mlflow.models import infer_signature
 
-    signature = infer_signature(input_example, output_example)
+    with warnings.catch_warnings():
+        # a hint that integer columns cannot hold missing values: ours are window times, never missing
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
+        signature = infer_signature(input_example, output_example)
     with tempfile.TemporaryDirectory(prefix="ccf-model-") as tmp:
         spec_path = Path(tmp) / SPEC_FILE
         spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
         local = Path(tmp) / MODEL_PATH
-        mlflow.pytorch.save_model(
+        mlflow_pytorch.save_model(
             model,
             path=str(local),
             serialization_format="pickle",
@@ -119,6 +124,15 @@ def register(
     )
     logger.info("registered %s version %s from run %s", name, mv.version, run_id)
     return str(mv.version)
+
+
+def _mlflow_pytorch() -> Any:
+    with warnings.catch_warnings():
+        # mlflow 3.17 warns about its own `Any` type hints while importing mlflow.pyfunc (a dependency of
+        # mlflow.pytorch), once per process
+        warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
+        import mlflow.pytorch
+    return mlflow.pytorch
 
 
 def _requirements() -> list[str]:
@@ -193,7 +207,8 @@ def load_pickled(local: Path, device: str = "cpu") -> Any:
     the file ourselves instead, the same way, after our own stricter provenance check.
     """
     import torch
-    from mlflow.pytorch import pickle_module
+
+    pickle_module = _mlflow_pytorch().pickle_module
 
     model_file = local / "data" / "model.pth"
     if not model_file.is_file():

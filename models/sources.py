@@ -94,7 +94,8 @@ def frame_to_rows(frame: pd.DataFrame) -> list[FeatureRow]:
 
 
 def _where(start_ns: int | None, end_ns: int | None, symbols: Sequence[str] | None, ts: str) -> tuple[str, list[Any]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if start_ns is not None:
         clauses.append(f"{ts} >= ?")
         params.append(start_ns)

@@ -115,7 +115,8 @@ def open_binary(path: Path) -> IO[bytes]:
     magic = raw.read(4)
     raw.seek(0)
     if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # GzipFile is a binary IO
+        raw.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a binary IO; it owns its file (fileobj= would not)
     if magic == b"\x28\xb5\x2f\xfd":  # zstd (``ccf record``)
         import zstandard
 

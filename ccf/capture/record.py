@@ -14,9 +14,9 @@ One file per connection at a time, one JSON object per line::
     {"t":<ns>,"s":<session>,"h":"disconnected","d":"<detail>"}  a connection event (read back as nothing)
 
 Compression: zstd (``.zst``, default) or gzip (``.gz``). A file is written as ``NAME.part`` and renamed when
-complete; it rotates once ``max_bytes`` of JSON went in or it is ``max_seconds`` old, and every new file starts with
-the header. zstd blocks are flushed every ``flush_every_s``, so after a crash the ``.part`` file still reads up to
-its last flush (its cut tail becomes one :class:`~ccf.errors.ParseError`). Names:
+complete; the next line goes to a new file once ``max_bytes`` of JSON went in or the file is ``max_seconds`` old, and
+every file starts with the header. zstd blocks are flushed every ``flush_every_s``, so after a crash the ``.part`` file still reads up to
+its last flush (a tail cut inside a block or a gzip member becomes one :class:`~ccf.errors.ParseError`). Names:
 ``<conn>-<UTC start YYYYmmddTHHMMSSZ>-<seq>.ccf.jsonl.zst``.
 """
 
@@ -104,25 +104,29 @@ class RotatingWriter:
         name = f"{self.header.conn}-{stamp}-{len(self.files):04d}{SUFFIX[cfg.compression]}"
         self._part = cfg.out_dir / (name + ".part")
         self._raw = self._part.open("wb")
+        fh: IO[bytes]
         if cfg.compression == "zstd":
-            self._fh = zstandard.ZstdCompressor(level=cfg.level).stream_writer(self._raw, closefd=False)
+            fh = zstandard.ZstdCompressor(level=cfg.level).stream_writer(self._raw, closefd=False)
         else:
-            self._fh = gzip.GzipFile(  # type: ignore[assignment]  # GzipFile is a binary IO
+            fh = gzip.GzipFile(  # type: ignore[assignment]  # GzipFile is a binary IO
                 fileobj=self._raw, mode="wb", compresslevel=min(cfg.level * 2, 9))
         self._opened = self._flushed = time.monotonic()
-        self._bytes = 0
-        self.write(_encode(msgspec.structs.replace(self.header, started=now_ns)), now_ns)
+        head = _encode(msgspec.structs.replace(self.header, started=now_ns)) + b"\n"
+        fh.write(head)
+        self._fh = fh
+        self._bytes = len(head)
 
     def write(self, line: bytes, now_ns: int) -> None:
+        """One line (without its newline); the file rotates first when it is full or old."""
+        now, cfg = time.monotonic(), self.config
+        if self._fh is not None and (self._bytes >= cfg.max_bytes or now - self._opened >= cfg.max_seconds):
+            self.close()
         if self._fh is None:
             self._open(now_ns)
         assert self._fh is not None
         self._fh.write(line + b"\n")
         self._bytes += len(line) + 1
-        now = time.monotonic()
-        if self._bytes >= self.config.max_bytes or now - self._opened >= self.config.max_seconds:
-            self.close()
-        elif now - self._flushed >= self.config.flush_every_s:
+        if now - self._flushed >= cfg.flush_every_s:
             self.flush()
 
     def flush(self) -> None:

@@ -18,8 +18,8 @@ first line, a recording's header) it returns the codec for that connection, or `
 ['binance', 'binance_delivery', 'binance_futures', 'binance_us']
 >>> VENUES["binance_futures"].to_symbol("BTCUSDT")
 'BTC-USDT'
->>> sorted(VENUES)[-4:], VENUES["kraken"].to_symbol("XBT/CHF")
-(['bybit', 'coinbase', 'kraken', 'okx'], 'BTC-CHF')
+>>> sorted(VENUES)[4:], VENUES["kraken"].to_symbol("XBT/CHF")
+(['bybit', 'coinbase', 'kraken', 'okx', 'synthetic'], 'BTC-CHF')
 >>> VENUES["bybit"].for_url("wss://stream.bybit.com/v5/public/linear").to_symbol("BANDUSDT")
 'BAND-USDT-PERP'
 >>> VENUES["bybit"].for_url("wss://stream.bybit.com/realtime_public") is None
@@ -93,6 +93,7 @@ VENUES.update(
     kraken=VenueCodec(lambda raw, ts: _with_text(kraken.parse_with_text(raw, ts)), _no_rest, kraken.to_symbol),
     okx=VenueCodec(lambda raw, ts: _with_text(okx.parse_with_text(raw, ts)), _no_rest, okx.to_symbol),
     bybit=_bybit("spot"),  # a frame without its connection URL: read as spot
+    synthetic=_binance("synthetic"),  # the venue server's synthetic market speaks Binance spot
 )
 
 

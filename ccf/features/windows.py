@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ccf.errors import DataError
 from ccf.features.book import book_feature_names, book_features
 from ccf.features.ofi import OrderFlowImbalance
 from ccf.features.returns import RealizedVol, log_return
@@ -88,6 +89,9 @@ class WindowConfig:
     lateness_ns: int = 500_000_000
     levels: tuple[int, ...] = (1, 5, 10)
     vol_windows: int = 20
+    max_gap_ns: int = 3_600_000_000_000
+    """A jump forward in event time larger than this restarts the windows (reported) instead of filling the gap
+    with empty rows: a symbol silent for an hour, or two clocks that disagree."""
 
 
 @dataclass
@@ -139,15 +143,25 @@ class SymbolWindows:
             else:
                 rec = item
             ts = rec.fetched if isinstance(rec, NewsItem) else rec.ts_event
+            if isinstance(rec, BookSnapshot):
+                # a snapshot goes into the book where it arrives; its time (for spot REST snapshots our receipt
+                # time, not the venue's) never starts, moves or closes windows
+                self._apply_book(rec, extra, ts, on_problem, clocked=False)
+                continue
             if self.next_end is None:
+                if isinstance(rec, NewsItem):  # windows start with the venue's clock, never with ours
+                    late.append(rec)
+                    continue
                 self.next_end = self.book_end = window_start(ts, w) + w
+            elif self.max_ts is not None and ts - self.max_ts > self.cfg.max_gap_ns and not isinstance(rec, NewsItem):
+                self._restart(ts, rows, on_problem)
             if isinstance(rec, Trade):
                 if ts < self.next_end - w:
                     self.late_trades += 1
                     late.append(rec)
                 else:
                     self._window(ts).trades.update(rec.price, rec.size, rec.side)
-            elif isinstance(rec, (BookDelta, BookSnapshot)):
+            elif isinstance(rec, BookDelta):
                 self._apply_book(rec, extra, ts, on_problem)
             elif isinstance(rec, NewsItem):
                 if ts < self.next_end - w:
@@ -184,18 +198,41 @@ class SymbolWindows:
             return True, self.book.epoch, book_features(bids, asks, self.cfg.levels)
         return False, self.book.epoch, dict.fromkeys(book_feature_names(self.cfg.levels), NAN)
 
+    def _restart(self, ts: int, rows: list[FeatureRow], on_problem: Callable[[Any, int], None] | None) -> None:
+        """Event time jumped past ``max_gap_ns``: close what is open, then start windows afresh at ``ts``."""
+        assert self.max_ts is not None
+        gap_s = (ts - self.max_ts) / 1e9
+        rows.extend(self.flush())
+        w = self.cfg.width_ns
+        self.next_end = self.book_end = window_start(ts, w) + w
+        self.captured.clear()
+        self.open = {k: v for k, v in self.open.items() if k >= self.next_end - w}
+        self.max_ts = None
+        if on_problem is not None:
+            on_problem(DataError(f"event time jumped {gap_s:.0f} s ahead: windows restart at {ts}",
+                                 venue=self.venue, symbol=self.symbol), ts)
+
     def _apply_book(
-        self, rec: BookDelta | BookSnapshot, extra: object, ts: int, on_problem: Callable[[Any, int], None] | None
+        self,
+        rec: BookDelta | BookSnapshot,
+        extra: object,
+        ts: int,
+        on_problem: Callable[[Any, int], None] | None,
+        clocked: bool = True,
     ) -> None:
         w = self.cfg.width_ns
-        assert self.book_end is not None and self.next_end is not None
-        if ts >= self.book_end:
-            snap = self._capture()
-            while ts >= self.book_end:  # one capture serves every boundary this event jumps over
-                if self.book_end >= self.next_end:
-                    self.captured[self.book_end] = snap
-                self.book_end += w
-        late = ts < self.next_end - w
+        late = False
+        if clocked:
+            assert self.book_end is not None and self.next_end is not None
+            if ts >= self.book_end:
+                snap = self._capture()
+                # one capture serves every boundary this event jumps over (at most max_gap_ns / width of them)
+                first = max(self.book_end, self.next_end)
+                last = window_start(ts, w)
+                for end in range(first, last + 1, w):
+                    self.captured[end] = snap
+                self.book_end = last + w
+            late = ts < self.next_end - w
         if late:
             self.late_book += 1
         was_valid = self.book.valid
@@ -208,7 +245,7 @@ class SymbolWindows:
             return
         if not was_valid:
             self.ofi.forget()
-        if late:
+        if late or not clocked:
             return
         win = self._window(ts)
         win.book_events += 1

@@ -49,13 +49,9 @@ class Link:
 
 def _binance_codec(venue: str) -> VenueCodec:
     codec = VENUES.get(venue)
-    if codec is not None:
-        return codec
-    return VenueCodec(  # a Binance-protocol venue under another name (the venue server's synthetic market)
-        parse_frame=lambda raw, ts: binance.parse_frame(raw, ts, venue),
-        parse_rest=lambda url, body, ts: binance.parse_rest(url, body, ts, venue),
-        to_symbol=binance.to_symbol,
-    )
+    if codec is None:
+        raise ConfigError(f"no codec registered for {venue!r} in ccf.capture.registry")
+    return codec
 
 
 def stream_endpoint(url: str) -> str:
@@ -118,7 +114,8 @@ def make_link(
             "captures of other venues replay through ccf.capture"
         )
     if not (ws_url or market.ws_url) or not (rest_url or market.rest_url):
-        raise ConfigError(f"venue {venue!r} has no public URL: give the venue server's ws_url and rest_url")
+        raise ConfigError(f"venue {venue!r} has no public URL: give the venue server's ws_url and rest_url "
+                          "(CCF_VENUES__WS_URL, CCF_VENUES__REST_URL)")
     if not symbols:
         raise ConfigError("CCF_VENUES__SYMBOLS is empty: nothing to subscribe to")
     return binance_link(market, symbols, channels, ws_url=ws_url, rest_url=rest_url)

@@ -7,13 +7,14 @@ books and must stay in order with them), ``trades``, ``klines``, ``news`` (:func
 (:func:`ccf.schemas.record_key`), so one symbol stays in one partition and in order; news is keyed ``news:ALL``.
 
 Delivery: :class:`ReliableProducer` is idempotent with ``acks=all``, so librdkafka's own retries (a broker restart,
-a lost connection) neither duplicate nor reorder. ``send`` returns only when every message of the batch is
-acknowledged: a message whose delivery fails (its ``message.timeout.ms`` ran out, or the broker refused it) is
-produced again, in delivery-report order, up to ``retries`` rounds with a pause between them; then
-:class:`~ccf.errors.SinkError` is raised, so Bytewax does not commit the epoch and nothing is dropped silently. A
-recovered failure is logged and written to ``health`` (``kafka_retry``). A message produced again after a failure
-is new to the broker: if the broker had in fact stored the first one (a reply lost in flight) it is there twice;
-failures after a broker outage are messages that never reached it.
+a lost connection) neither duplicate nor reorder: an outage shorter than ``message_timeout_s`` (30 s) is carried
+exactly once. ``send`` returns only when every message of the batch is acknowledged: a message whose delivery fails
+(its ``message.timeout.ms`` ran out, or the broker refused it) is produced again, in delivery-report order, up to
+``retries`` rounds with a pause between them; then :class:`~ccf.errors.SinkError` is raised, so Bytewax does not
+commit the epoch and nothing is dropped silently. A recovered failure is logged and written to ``health``
+(``kafka_retry``). A message produced again is new to the broker: if the broker had stored the first one and only
+its acknowledgement was lost in the outage, it is there twice, next to itself (at least once; a duplicate diff is
+``STALE`` to the book rule, trades carry their ``trade_id``). A fatal producer error is not retried.
 
 >>> from ccf.schemas import Trade
 >>> t = Trade("binance", "ETH-USDT", 1, 2, 2500.0, 0.5, "buy", "7")
@@ -81,8 +82,8 @@ class ReliableProducer:
     """An idempotent ``acks=all`` producer whose :meth:`send` returns once every message is delivered (see the
     module docstring); ``producer_factory`` stands in for :class:`confluent_kafka.Producer` in tests."""
 
-    def __init__(self, config: dict[str, Any], *, retries: int = 5, retry_backoff_s: float = 1.0,
-                 message_timeout_s: float = 60.0, health_topic: str | None = None,
+    def __init__(self, config: dict[str, Any], *, retries: int = 3, retry_backoff_s: float = 1.0,
+                 message_timeout_s: float = 30.0, health_topic: str | None = None,
                  producer_factory: Callable[[dict[str, Any]], Any] | None = None) -> None:
         conf = {"linger.ms": 5, "compression.type": "lz4", **config, "enable.idempotence": True, "acks": "all",
                 "message.timeout.ms": round(message_timeout_s * 1000)}

@@ -25,7 +25,8 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -36,9 +37,11 @@ from ccf.ingest.fetcher import Fetched, FetchFn, SnapshotFetcher
 from ccf.ingest.health import LagMeter, dead_letter, health, ws_health
 from ccf.ingest.links import Link
 from ccf.schemas import BookDelta, BookSnapshot, MarketRecord
-from ccf.wsource import Frame, WsConfig, WsConnection, WsPartition, WsResume
+from ccf.wsource import Frame, WsConfig, WsConnection, WsItem, WsPartition, WsResume
 
 logger = logging.getLogger(__name__)
+
+_END_POLL: Final = timedelta(milliseconds=10)
 
 
 @dataclass
@@ -64,6 +67,8 @@ class IngestConfig:
     snapshot_workers: int = 2
     resync_backoff_initial_s: float = 0.1
     resync_backoff_max_s: float = 5.0
+    end_grace_s: float = 10.0
+    """After the venue's end of data, how long snapshots still in flight are waited for."""
 
 
 class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
@@ -85,6 +90,7 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         self._stop_ns = None if config.stop_after_s is None else round(config.stop_after_s * 1e9)
         self._deadline: int | None = None
         self._ended = False
+        self._ws_done = 0.0  # monotonic time by which snapshots still in flight must have arrived, once the feed ended
         self._closed = False
         self.ws = WsPartition(conn, config.ws, resume)
 
@@ -92,11 +98,12 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         if self._ended:
             self.close()
             raise StopIteration
-        try:
-            items = self.ws.next_batch()
-        except StopIteration:
-            self._ended = True
-            items = []
+        items: list[WsItem] = []
+        if not self._ws_done:
+            try:
+                items = self.ws.next_batch()
+            except StopIteration:  # the server said its data ended: wait a little for the snapshots in flight
+                self._ws_done = time.monotonic() + self.config.end_grace_s
         out = IngestBatch()
         for fetched in self.fetcher.ready():
             self._snapshot(fetched, out)
@@ -121,6 +128,8 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         now = time.time_ns()
         if self._deadline is not None and not items and now >= self._deadline:
             self._ended = True  # a silent feed ends on the wall clock
+        if self._ws_done and (not self.fetcher.busy or time.monotonic() >= self._ws_done):
+            self._ended = True
         self._meter(frames, oldest, now, out)
         if out:
             return [out]
@@ -189,8 +198,11 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         if meter.due(now):
             out.health.append(meter.report(now, out.records, len(self.sync.books), self.sync.valid))
 
-    def next_awake(self) -> Any:
-        return self.ws.next_awake()
+    def next_awake(self) -> datetime | None:
+        if self._ws_done:
+            return datetime.now(UTC) + _END_POLL
+        awake: datetime | None = self.ws.next_awake()
+        return awake
 
     def snapshot(self) -> WsResume:
         return self.ws.snapshot()

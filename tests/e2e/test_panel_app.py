@@ -85,10 +85,10 @@ def _text(page: object, selector: str) -> str:
     return str(page.locator(selector).inner_text(timeout=30_000)).strip()  # type: ignore[attr-defined]
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium: apt-get install -y chromium (make install)")
 def test_app_shows_live_data_and_updates(served_app: tuple[str, Path, subprocess.Popen[bytes]], tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    assert Path(CHROMIUM).exists(), "needs Debian's Chromium: make browser (apt-get install -y chromium)"
     url, store, server = served_app
     with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
         browser = pw.chromium.launch_persistent_context(
@@ -110,6 +110,18 @@ def test_app_shows_live_data_and_updates(served_app: tuple[str, Path, subprocess
             assert "windows buffered" in _text(page, "#ccf-health")
             assert "No news table" in _text(page, "#ccf-news-empty")
             first_window = _text(page, "#ccf-window")
+            # a second session joins the same poller (one per server): it starts at the poll count already reached
+            polls_before = int(_text(page, "#ccf-poll"))
+            other = browser.new_page()
+            other.goto(url, wait_until="load", timeout=60_000)
+            other.locator("#ccf-mid").wait_for(timeout=60_000)
+            deadline = time.monotonic() + 30
+            while not _text(other, "#ccf-poll").isdigit():
+                assert time.monotonic() < deadline, "the second session shows no poll count"
+                time.sleep(0.2)
+            assert int(_text(other, "#ccf-poll")) >= polls_before > 1
+            assert _text(other, "#ccf-latest") == "2024-01-01 00:01:00"
+            other.close()
 
             # a second run appends while the app polls; it holds the write lock, so the app reads copies
             writer = subprocess.Popen(
@@ -144,3 +156,33 @@ def test_app_shows_live_data_and_updates(served_app: tuple[str, Path, subprocess
         finally:
             browser.close()
     assert (ARTIFACTS / "panel_app.png").stat().st_size > 10_000
+
+
+def test_ccf_app_asks_for_a_login_when_basic_auth_is_set(tmp_path: Path) -> None:
+    store = tmp_path / "store.duckdb"
+    run_main(build_flow(Settings(stop_after=5, venues={"speed": 0}, store={"path": store})))
+    port = _free_port()
+    env = _env(store, CCF_APP__PORT=str(port), CCF_APP__BASIC_AUTH_USER="alice", CCF_APP__BASIC_AUTH_PASSWORD="s3cret")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ccf"), "app"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False, timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, "ccf app exited"
+                try:
+                    first = client.get("/")
+                    break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline, "ccf app did not answer within 60 s"
+                    time.sleep(0.3)
+            assert first.status_code == 302 and "login" in first.headers["location"]
+            wrong = client.post("/login", data={"username": "alice", "password": "nope"})
+            assert "error" in wrong.headers["location"]
+            right = client.post("/login", data={"username": "alice", "password": "s3cret"})
+            assert right.status_code == 302 and right.headers["location"] == "/"
+            page = client.get("/")
+            assert page.status_code == 200 and "CCF live" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(20)

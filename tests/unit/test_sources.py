@@ -21,8 +21,8 @@ def trades(n: int, symbols: tuple[str, ...] = ("BTC-USDT", "ETH-USDT")) -> list[
 
 def _run(source: RecordSource) -> list[tuple[str, list[object]]]:
     out: list[tuple[str, list[object]]] = []
-    from bytewax.dataflow import Dataflow
     import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
 
     flow = Dataflow("t")
     op.output("out", op.input("in", flow, source), TestingSink(out))

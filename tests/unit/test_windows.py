@@ -133,7 +133,28 @@ def test_news_counts_by_fetched_time_and_never_moves_the_watermark() -> None:
     w = windows()
     far = NewsItem(id="x", feed="f", title="BTC", link="", published=None, fetched=T0 + 3600 * S)
     near = NewsItem(id="y", feed="f", title="BTC", link="", published=T0 + 10 * S, fetched=T0 + S // 2)
-    rows, _ = w.process([snap(T0), far, near])
+    rows, late = w.process([near, snap(T0), trade(T0 + 1), far, near])
     assert rows == []  # a news item from our clock's future closed nothing
+    assert late == [near]  # before any market event there is no window to count it in: late, not dropped
     rows, _ = w.process([trade(T0 + 2 * S)])
     assert [r.features["news_count"] for r in rows] == [1.0, 0.0]
+
+
+def test_a_clock_jump_restarts_windows_instead_of_filling_them() -> None:
+    w = windows()
+    problems: list[object] = []
+    rows, _ = w.process([snap(T0), trade(T0 + 1), trade(T0 + 2 * S)], lambda p, ts: problems.append(p))
+    year = 365 * 24 * 3600 * S
+    rows2, _ = w.process([trade(T0 + year), trade(T0 + year + 3 * S)], lambda p, ts: problems.append(p))
+    starts = [r.window_start for r in rows + rows2]
+    assert starts == [T0, T0 + S, T0 + 2 * S, T0 + year, T0 + year + S, T0 + year + 2 * S]
+    assert len(problems) == 1 and "jumped" in str(problems[0])
+
+
+def test_a_snapshot_stamped_with_our_clock_does_not_move_the_windows() -> None:
+    w = windows()
+    later = BookSnapshot("binance", "ETH-USDT", T0 + 10**6 * S, T0 + 10**6 * S, ((100.0, 1.0),), ((101.0, 1.0),),
+                         last_update_id=10)
+    rows, _ = w.process([delta(T0, 9), later, delta(T0 + S // 2, 11), trade(T0 + S + 1)])
+    assert [r.window_start for r in rows] == [T0]
+    assert rows[0].book_valid and rows[0].features["mid"] == 100.5
