@@ -32,9 +32,18 @@ def backtest_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for features/predictions/scores parquet + summary."),
     fmt: str = typer.Option("auto", "--format", help="Input format, or auto to detect it per file."),
     models: str = typer.Option("naive,ewma,river_lr,river_ts", "--models",
-                               help="Comma-separated models, or 'all'."),
+                               help="Comma-separated models (naive, ewma, river_lr, river_ts, tft), or 'all'."),
+    train_inputs: list[Path] = typer.Option(
+        [], "--train-input", exists=True, dir_okay=False,
+        help="Walk-forward: train the TFT on these (River models warm up on them), forecast --input step by step.",
+    ),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Walk-forward: cap on TFT training time."),
 ) -> None:
-    """Run the features flow over capture files as fast as possible and score every model."""
+    """Run the features flow over capture files as fast as possible and score every model.
+
+    With --train-input, a walk-forward: the TFT trains on those files, then every model forecasts --input and is
+    scored by the same scorer; DIR/report.html shows forecasts with quantile bands, skill per horizon, calibration.
+    """
     from ccf.backtest import run_backtest
     from ccf.forecast.baselines import MODELS
     from ccf.logs import setup_logging
@@ -42,7 +51,24 @@ def backtest_cmd(
 
     settings = load_settings()
     setup_logging(settings.log_level)
-    chosen = list(MODELS) if models.strip() == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    every = [*MODELS, "tft"] if train_inputs else list(MODELS)
+    chosen = every if models.strip() == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    if train_inputs:
+        from dataclasses import replace
+
+        from models.train import TrainConfig
+        from models.walkforward import run_walkforward
+
+        config = replace(TrainConfig(checkpoint_dir=out / "checkpoints"), max_minutes=max_minutes)
+        result = run_walkforward(train_inputs, inputs, out, settings, models=[m for m in chosen if m != "tft"],
+                                 config=config)
+        typer.echo(f"walk-forward: {result['anchors']} anchors, {result['epochs']} epochs, fit "
+                   f"{result['fit_seconds']} s -> {result['report']}")
+        for row in result["scores"]:
+            typer.echo(f"  {row}")
+        return
+    if "tft" in chosen:
+        raise typer.BadParameter("the tft model needs --train-input (a walk-forward)", param_hint="--models")
     summary = run_backtest(inputs, out, settings, models=chosen, fmt=fmt)
     typer.echo(
         f"{summary['records']} records in {summary['seconds']} s ({summary['records_per_s']} msgs/s, "

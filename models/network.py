@@ -300,6 +300,9 @@ def quiet_library_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*does not have many workers")
         # the last batch of an epoch is smaller; Lightning infers batch sizes from our dict batches and says so
         warnings.filterwarnings("ignore", message=r".*Trying to infer the `batch_size`")
+        # without a validation window (too little data) Lightning notes that it skips the validation loop
+        warnings.filterwarnings("ignore", message=r".*but have no `val_dataloader`")
+        warnings.filterwarnings("ignore", message=r"ReduceLROnPlateau conditioned on metric val_loss")
         # Lightning's save_hyperparameters notes that `loss`/`logging_metrics` modules are kept as hparams; that is
         # what lets a checkpoint rebuild the same loss
         warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")

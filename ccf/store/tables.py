@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ccf.features.klines import KLINE_FEATURES
 from ccf.features.windows import feature_names
 from ccf.schemas import FeatureRow, Prediction, Score
 
@@ -48,7 +49,9 @@ def features_table(levels: Sequence[int] = (1, 5, 10)) -> Table:
         ("book_valid", "bool"),
         ("epoch", "int"),
     ]
-    cols += [(name, "float") for name in feature_names(levels)]
+    names = feature_names(levels)
+    names += [k for k in KLINE_FEATURES if k not in names]  # kline-mode rows fill these; book rows leave them null
+    cols += [(name, "float") for name in names]
     return Table("features", tuple(cols), "window_start", ("window_start", "venue", "symbol"))
 
 
