@@ -106,6 +106,13 @@ class SymbolEngine:
 
     def on_batch(self, records: Sequence[Any]) -> EngineOut:
         out = EngineOut()
+        if any(type(r) is Prediction for r in records):
+            # forecasts of other models (the TFT sidecar) join the same scorer; ours are scored where they are made
+            own = set(self.cfg.models)
+            for p in records:
+                if type(p) is Prediction and p.model not in own:
+                    self.scorer.add_prediction(p)
+            records = [r for r in records if type(r) is not Prediction]
         rows, out.late = self.windows.process(records, self._problem_sink(out))
         self._rows(rows, out)
         out.made_at = time.monotonic()

@@ -48,6 +48,14 @@ def decode_messages(msgs: Iterable[Any]) -> list[Chunk]:
     return chunk_by_key(items)
 
 
+def _existing(settings: Settings, names: tuple[str, ...]) -> tuple[str, ...]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client_config())
+    present = admin.list_topics(timeout=30).topics
+    return tuple(n for n in names if settings.kafka.topic_prefix + n in present)
+
+
 class _Chunking(StatefulSourcePartition[Chunk, Any]):
     def __init__(self, inner: StatefulSourcePartition[Any, Any]) -> None:
         self.inner = inner
@@ -73,11 +81,16 @@ class ChunkedKafkaSource(KafkaSource):
         return _Chunking(super().build_part(step_id, for_part, resume_state))
 
 
+OPTIONAL_TOPICS = ("predictions",)
+"""Read when they exist: other models' forecasts (the TFT sidecar), scored by the same scorer as the baselines."""
+
+
 def raw_topics_source(settings: Settings, topics: tuple[str, ...] | None = None) -> ChunkedKafkaSource:
-    """Read the raw topics from the beginning (``ccf.news`` too when news is enabled); with ``CCF_STOP_AFTER`` set,
-    stop at their end instead of tailing."""
+    """Read the raw topics from the beginning (``ccf.news`` too when news is enabled, and ``ccf.predictions`` when it
+    exists); with ``CCF_STOP_AFTER`` set, stop at their end instead of tailing."""
     if topics is None:
         topics = (*RAW_TOPICS, "news") if settings.news.enabled else RAW_TOPICS
+        topics = (*topics, *_existing(settings, OPTIONAL_TOPICS))
     conf = settings.kafka.client_config()
     brokers = conf.pop("bootstrap.servers").split(",")
     return ChunkedKafkaSource(

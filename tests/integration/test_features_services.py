@@ -187,3 +187,35 @@ def test_sigkill_and_restart_writes_exactly_the_rows_of_an_uninterrupted_run(
     for t in ("predictions", "scores"):
         a = qdb(url, f'select count() from "{s.questdb.table_prefix}ref_{t}"')[0][0]
         assert wait_rows(url, s.questdb.table_prefix + t, a) == a
+
+
+def test_tft_predictions_on_kafka_are_scored_with_the_baselines(isolated: Settings) -> None:
+    from ccf.schemas import Prediction
+
+    s = isolated.model_copy(update={"stop_after": 1e9})
+    pred_topic = s.kafka.topic_prefix + "predictions"  # the fixture made it, as the predictor's deployment does
+    records = synthetic_records(20, ["ETH-USDT"])
+    t0 = records[0].ts_event - records[0].ts_event % 1_000_000_000
+    prod = Producer({"bootstrap.servers": s.kafka.bootstrap_servers, "enable.idempotence": True, "acks": "all"})
+    for r in records:
+        topic = "trades" if type(r).__name__ == "Trade" else "book"
+        prod.produce(s.kafka.topic_prefix + topic, encode(r), key=record_key(r))
+    for i in range(2, 15):  # a "TFT" that forecasts zero with a wide band, issued at window ends
+        p = Prediction("tft", "7", "synthetic", "ETH-USDT", 1, 1.0, t0 + i * 10**9, t0 + (i + 1) * 10**9, 0.0,
+                       {"0.1": -1.0, "0.9": 1.0})
+        prod.produce(pred_topic, encode(p), key=record_key(p))
+    assert prod.flush(30) == 0
+    run_main(build_flow(s))
+    table = s.questdb.table_prefix + "scores"
+    deadline = time.monotonic() + 60
+    rows: list[list[Any]] = []
+    while time.monotonic() < deadline and not rows:
+        try:
+            rows = qdb(s.questdb.http_url, f"select n, coverage, skill from \"{table}\" where model = 'tft' "
+                                           "and horizon_steps = 1 order by window_end desc limit 1")
+        except AssertionError:
+            rows = []
+        time.sleep(0.3)
+    assert rows, "no score for the tft model"
+    n, coverage, skill = rows[0]
+    assert n == 13 and coverage == 1.0 and skill == 0.0  # a zero forecast is exactly as good as naive

@@ -158,3 +158,16 @@ def test_a_snapshot_stamped_with_our_clock_does_not_move_the_windows() -> None:
     rows, _ = w.process([delta(T0, 9), later, delta(T0 + S // 2, 11), trade(T0 + S + 1)])
     assert [r.window_start for r in rows] == [T0]
     assert rows[0].book_valid and rows[0].features["mid"] == 100.5
+
+
+def test_other_models_predictions_are_scored_by_the_same_scorer() -> None:
+    from ccf.schemas import Prediction
+
+    eng = SymbolEngine("binance", "ETH-USDT", SyncedBook("binance", "ETH-USDT"), EngineConfig(horizons=(1,)))
+    eng.on_batch([snap(T0), delta(T0 + 1, 11)])
+    tft = Prediction("tft", "3", "binance", "ETH-USDT", 1, 1.0, T0 + S, T0 + 2 * S, 0.001, {"0.1": -0.01, "0.9": 0.01})
+    mine = Prediction("naive", "x", "binance", "ETH-USDT", 1, 1.0, T0 + S, T0 + 2 * S, 0.5)
+    eng.on_batch([tft, mine, trade(T0 + S + 1), delta(T0 + S + 2, 12, bids=[(100.7, 1.0)]), trade(T0 + 3 * S)])
+    m = eng.scorer.metrics[("tft", 1)]
+    assert m.n == 1 and m.cover_n == 1
+    assert eng.scorer.metrics[("naive", 1)].abs_sum < 0.5  # the stray "naive" from outside was not scored
