@@ -51,7 +51,7 @@ def decode_messages(msgs: Iterable[Any]) -> list[Chunk]:
 def _existing(settings: Settings, names: tuple[str, ...]) -> tuple[str, ...]:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(settings.kafka.client_config())
+    admin = AdminClient(dict[str, Any](settings.kafka.client_config()))
     present = admin.list_topics(timeout=30).topics
     return tuple(n for n in names if settings.kafka.topic_prefix + n in present)
 
