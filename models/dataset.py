@@ -7,6 +7,12 @@ exactly the forward return ``log(mid[t + h] / mid[t])`` from the anchor ``t``, a
 only (no look-ahead). One target per horizon, ``max_prediction_length = max(horizons)``, and the loss of target
 ``ret_h`` counts only decoder step ``h`` (:class:`models.network.HorizonQuantileLoss`).
 
+Target scale: the network learns each target divided by its symbol's training deviation (``FeatureSpec.target_sd``,
+one per group and horizon) and its forecasts are multiplied back by it (:func:`models.network.make_batch`), so
+symbols whose returns differ by orders of magnitude are all learnt at unit scale. pytorch-forecasting's own
+``standard`` normalisers cannot do this: they add float16's eps (``9.8e-4``) to the deviation, which swamps
+returns of ``1e-6``, so the network saw flat targets and its forecasts carried offsets far larger than the moves.
+
 Inputs: known reals are the time of day and day of week (sin/cos) of each window's end; unknown reals are the
 targets and the market features, made scale-free (price levels dropped or turned into bps deviations from the mid,
 sizes and counts ``log1p``-ed) and standardised with means and deviations fitted on the training part only.
@@ -25,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +71,18 @@ class FeatureSpec:
     width_ns: int
     encoder_length: int
     groups: tuple[str, ...]
+    target_sd: tuple[tuple[float, ...], ...] = ()
+    """Per group (in ``groups`` order), per horizon: the deviation of ``ret_h`` in the training rows. Empty (a
+    spec from before it existed): 1, the targets unscaled."""
+
+    def target_scales(self, group: str) -> tuple[float, ...]:
+        """The deviations ``group``'s targets are divided by (their geometric mean over groups for a group the
+        spec does not know; 1 for a spec without ``target_sd``)."""
+        if not self.target_sd:
+            return (1.0,) * len(self.horizons)
+        if group in self.groups:
+            return self.target_sd[self.groups.index(group)]
+        return tuple(float(v) for v in np.exp(np.log(np.asarray(self.target_sd)).mean(axis=0)))
 
     @property
     def max_h(self) -> int:
@@ -94,6 +112,7 @@ class FeatureSpec:
             width_ns=int(d["width_ns"]),
             encoder_length=int(d["encoder_length"]),
             groups=tuple(str(v) for v in d["groups"]),
+            target_sd=tuple(tuple(float(v) for v in sd) for sd in d.get("target_sd", ())),
         )
 
 
@@ -227,7 +246,7 @@ def fit_spec(
     width = int((frame["window_end"] - frame["window_start"]).iloc[0])
     groups = sorted({f"{v}:{s}" for v, s in zip(frame["venue"], frame["symbol"], strict=True)})
     qs = sorted({*map(float, quantiles), 0.5})  # the median is the point forecast
-    return FeatureSpec(
+    spec = FeatureSpec(
         feature_set=str(frame["feature_set"].iloc[0]),
         inputs=tuple(names),
         mean=tuple(means),
@@ -238,6 +257,33 @@ def fit_spec(
         encoder_length=encoder_length,
         groups=tuple(groups),
     )
+    return replace(spec, target_sd=target_deviations(prepare(frame, spec), spec))
+
+
+def target_deviations(prepared: pd.DataFrame, spec: FeatureSpec) -> tuple[tuple[float, ...], ...]:
+    """Per group of ``spec.groups``, per horizon: the deviation of ``ret_h`` in ``prepared``; where a group has
+    none (too few rows, or constant), the deviation over all groups, else 1.
+
+    >>> spec = FeatureSpec("f", (), (), (), (1,), (0.5,), 1, 2, ("v:A", "v:B", "v:C"))
+    >>> p = pd.DataFrame({"group": ["v:A"] * 2 + ["v:B"] * 2 + ["v:C"], "ret_1": [1e-6, -1e-6, 1e-3, -1e-3, 0.0]})
+    >>> [f"{sd[0]:.0e}" for sd in target_deviations(p, spec)]
+    ['1e-06', '1e-03', '6e-04']
+    """
+    out = []
+    for g in spec.groups:
+        rows = prepared[prepared["group"] == g]
+        sds = []
+        for t in spec.targets:
+            v = rows[t].to_numpy(np.float64)
+            v = v[np.isfinite(v)]
+            sd = float(v.std()) if len(v) > 1 else 0.0
+            if not sd > 1e-15:
+                allv = prepared[t].to_numpy(np.float64)
+                allv = allv[np.isfinite(allv)]
+                sd = float(allv.std()) if len(allv) > 1 else 0.0
+            sds.append(sd if sd > 1e-15 else 1.0)
+        out.append(tuple(sds))
+    return tuple(out)
 
 
 def prepare(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:

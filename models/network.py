@@ -3,7 +3,14 @@
 Training goes through pytorch-forecasting's :class:`TimeSeriesDataSet`; inference does not: :func:`make_batch`
 builds the network's input dict straight from numpy windows (one row per symbol), and :func:`run_network` calls the
 module's ``forward`` under ``torch.inference_mode`` (no Lightning Trainer per call). ``tests/unit/test_tft_data.py``
-checks that both give the same forecasts.
+and ``tests/unit/test_tft_bias.py`` check that both give the same forecasts.
+
+Target scale: the dataset holds each target divided by its group's training deviation (:func:`scale_targets`,
+``FeatureSpec.target_sd``) and an identity target normaliser (pytorch-forecasting's ``standard`` one adds float16's
+eps, ``9.8e-4``, to the scale: with returns of ``1e-6`` the network would see flat targets). The network thus works
+in units of each symbol's own deviation; :func:`make_batch` scales the encoder's returns the same way and passes
+each sample's deviation as its ``target_scale``, which the module's output transform multiplies back, so
+:func:`run_network` returns log-returns.
 """
 
 from __future__ import annotations
@@ -76,7 +83,8 @@ def dataset_kwargs(spec: FeatureSpec) -> dict[str, Any]:
         "static_categoricals": ["group"],
         "time_varying_known_reals": list(TIME_FEATURES),
         "time_varying_unknown_reals": [*targets, *spec.inputs],
-        "target_normalizer": MultiNormalizer([TorchNormalizer(method="standard") for _ in targets]),
+        # targets are scaled per group by scale_targets; the library's "standard" would add 9.8e-4 to the scale
+        "target_normalizer": MultiNormalizer([TorchNormalizer(method="identity") for _ in targets]),
         "categorical_encoders": {"group": NaNLabelEncoder(add_nan=True), "series": NaNLabelEncoder(add_nan=True)},
         # inputs are scaled by FeatureSpec already; relative_time_idx is set per sample
         "scalers": dict.fromkeys([*TIME_FEATURES, *spec.inputs, RELATIVE_TIME]),
@@ -86,11 +94,23 @@ def dataset_kwargs(spec: FeatureSpec) -> dict[str, Any]:
     }
 
 
+def scale_targets(prepared: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """A copy of a prepared frame with each target divided by its group's deviation (``spec.target_scales``)."""
+    out = prepared.copy()
+    groups = out["group"].to_numpy()
+    for g in np.unique(groups):
+        rows = groups == g
+        for t, sd in zip(spec.targets, spec.target_scales(str(g)), strict=True):
+            out.loc[rows, t] = out.loc[rows, t].to_numpy(np.float64) / sd
+    return out
+
+
 def build_datasets(prepared: pd.DataFrame, spec: FeatureSpec, val_start_idx: int | None) -> tuple[Any, Any | None]:
-    """Training dataset (decoders before ``val_start_idx``) and validation dataset (decoders from it on)."""
+    """Training dataset (decoders before ``val_start_idx``) and validation dataset (decoders from it on), targets
+    in units of their group's deviation (:func:`scale_targets`)."""
     from pytorch_forecasting import TimeSeriesDataSet  # type: ignore[import-untyped]
 
-    prepared = long_enough(prepared, spec)
+    prepared = scale_targets(long_enough(prepared, spec), spec)
     train_part = prepared if val_start_idx is None else prepared[prepared["time_idx"] < val_start_idx]
     train_part = long_enough(train_part, spec)
     if train_part.empty:
@@ -150,19 +170,27 @@ class Layout:
     reals: tuple[str, ...]
     categoricals: tuple[str, ...]
     group_codes: dict[str, int]
-    target_params: tuple[tuple[float, float], ...]  # (center, scale) per target, in spec.targets order
+    target_params: tuple[tuple[float, float], ...]  # the normaliser's (center, scale) per target, spec.targets order
+    target_sd: dict[int, tuple[float, ...]]  # group code -> the deviations its targets are divided by
 
     @classmethod
     def of(cls, model: Any, spec: FeatureSpec) -> Layout:
         hp = model.hparams
         normalizers = model.output_transformer.normalizers
         params = tuple(tuple(float(v) for v in n.get_parameters()) for n in normalizers)
-        labels = hp.embedding_labels.get("group", {})
-        return cls(tuple(hp.x_reals), tuple(hp.x_categoricals), {str(k): int(v) for k, v in labels.items()},
-                   params)  # type: ignore[arg-type]  # (center, scale) pairs
+        labels = {str(k): int(v) for k, v in hp.embedding_labels.get("group", {}).items()}
+        sd = {code: spec.target_scales(g) for g, code in labels.items()}
+        return cls(tuple(hp.x_reals), tuple(hp.x_categoricals), labels,
+                   params, sd)  # type: ignore[arg-type]  # (center, scale) pairs
 
     def code(self, group: str) -> int | None:
         return self.group_codes.get(group)
+
+    def target_scales(self, codes: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+        """``(B, len(horizons))``: each sample's target deviations (an unknown code: ``spec``'s fallback)."""
+        unknown = spec.target_scales("")
+        return np.array([self.target_sd.get(int(c), unknown) for c in codes], dtype=np.float64).reshape(
+            len(codes), len(spec.horizons))
 
 
 def make_batch(
@@ -177,6 +205,8 @@ def make_batch(
 
     ``rets`` ``(B, L, len(horizons))``: each window's backward returns ``ret_h`` (log, unscaled); ``inputs``
     ``(B, L, k)``: scaled inputs; ``enc_end`` ``(B, L)``: window ends (ns); ``codes`` ``(B,)``: group codes.
+    A sample's ``target_scale`` is the normaliser's ``(center, scale)`` times its group's deviation: the module's
+    output transform then gives log-returns.
     """
     import torch
 
@@ -185,7 +215,10 @@ def make_batch(
     enc = np.zeros((b, length, len(layout.reals)), dtype=np.float32)
     dec = np.zeros((b, h_max, len(layout.reals)), dtype=np.float32)
     col = {name: j for j, name in enumerate(layout.reals)}
-    for i, ((center, sc), h) in enumerate(zip(layout.target_params, spec.horizons, strict=True)):
+    sd = layout.target_scales(codes, spec)  # (B, H)
+    scales = np.asarray(layout.target_params, dtype=np.float64)[None, :, :] * sd[:, :, None]  # (B, H, 2)
+    for i, h in enumerate(spec.horizons):
+        center, sc = scales[:, i, 0:1], scales[:, i, 1:2]
         enc[:, :, col[target_name(h)]] = (rets[:, :, i] - center) / sc
     for j, name in enumerate(spec.inputs):
         enc[:, :, col[name]] = inputs[:, :, j]
@@ -207,7 +240,7 @@ def make_batch(
         "decoder_cont": torch.from_numpy(dec),
         "encoder_lengths": torch.full((b,), length, dtype=torch.long),
         "decoder_lengths": torch.full((b,), h_max, dtype=torch.long),
-        "target_scale": [torch.tensor([p] * b, dtype=torch.float32) for p in layout.target_params],
+        "target_scale": [torch.from_numpy(scales[:, i, :].astype(np.float32)) for i in range(len(spec.horizons))],
     }
 
 
