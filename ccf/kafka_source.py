@@ -1,22 +1,29 @@
-"""The features flow's Kafka input: the raw topics ``ccf.book`` and ``ccf.trades`` as keyed chunks.
+"""The features flow's Kafka input: the raw topics, merged in event time, as keyed chunks.
 
-Bytewax's Kafka source does the consuming and keeps partition offsets in its recovery snapshots (exactly-once into
-the flow's state with recovery on); each of its partitions is wrapped so that a batch of messages leaves as
-``("venue:SYMBOL", [records])`` chunks, the same shape every in-process source emits. A message that does not
-decode becomes a :class:`~ccf.errors.ParseError` in the dead-letter chunk, never a crash. Topics are keyed by
-``venue:SYMBOL``, so one symbol lives in one Kafka partition and keeps its order.
+A symbol's book updates and its trades travel on different topics (``ccf.book``, ``ccf.trades``; also
+``ccf.news`` and other models' ``ccf.predictions``). Read one topic after the other, as a plain consumer does when
+it catches up on a backlog (a restart, a replay), and the trades of the next ten minutes would close windows before
+the book that belongs to them has arrived. So one Bytewax partition reads partition ``p`` of *every* topic (the
+topics are keyed ``venue:SYMBOL`` with one partitioner, so a symbol sits in the same partition number in each), and
+releases a record only when no topic-partition that still has data can bring anything older: the release bound is
+the smallest latest event time over the topic-partitions not at their end. A topic-partition at its end (a quiet
+trade stream, a live feed that is caught up) does not hold the others back.
+
+Resume state: per topic-partition, the offset of the first message not yet released, so a restarted run neither
+loses nor repeats one (exactly-once into the flow's state with Bytewax recovery). A message that does not decode
+becomes a :class:`~ccf.errors.ParseError` in the dead-letter chunk, never a crash.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from bytewax.connectors.kafka import KafkaSource
-from bytewax.inputs import StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from ccf.errors import ParseError
 from ccf.schemas import decode
@@ -26,26 +33,148 @@ from ccf.sources import Chunk, chunk_by_key
 logger = logging.getLogger(__name__)
 
 RAW_TOPICS = ("book", "trades")
+OPTIONAL_TOPICS = ("predictions",)
+"""Read when they exist: other models' forecasts (the TFT sidecar), scored by the same scorer as the baselines."""
+
+Resume = dict[str, int]  # "topic:partition" -> next offset to read
+
+
+def decode_message(m: Any) -> Any:
+    """One Kafka message (or Kafka error) as a record, or a :class:`ParseError` that keeps the raw payload."""
+    value = m.value() if callable(getattr(m, "value", None)) else getattr(m, "value", None)
+    if value is None:
+        err = getattr(m, "err", None) or (m.error() if callable(getattr(m, "error", None)) else m)
+        return ParseError(f"Kafka error: {err}")
+    try:
+        return decode(value)
+    except msgspec.DecodeError as exc:  # malformed JSON, or JSON that is no record (ValidationError)
+        key = _attr(m, "key") or b""
+        venue, _, symbol = key.decode("utf-8", "replace").partition(":")
+        where = f"{_attr(m, 'topic')}[{_attr(m, 'partition')}]@{_attr(m, 'offset')}"
+        err = ParseError(f"{where}: {exc}", venue=venue, symbol=symbol, raw=value)
+        stamp = _attr(m, "timestamp")  # (type, ms) of the Kafka message
+        err.ts_recv = int(stamp[1]) * 1_000_000 if stamp and stamp[1] > 0 else 0  # type: ignore[attr-defined]
+        return err
+
+
+def _attr(m: Any, name: str) -> Any:
+    v = getattr(m, name, None)
+    return v() if callable(v) else v
 
 
 def decode_messages(msgs: Iterable[Any]) -> list[Chunk]:
     """Kafka messages (or Kafka errors) to keyed chunks; what does not decode goes to the dead-letter chunk."""
-    items: list[Any] = []
-    for m in msgs:
-        value = getattr(m, "value", None)
-        if value is None:
-            items.append(ParseError(f"Kafka error: {getattr(m, 'err', m)}"))
-            continue
-        try:
-            items.append(decode(value))
-        except msgspec.DecodeError as exc:  # malformed JSON, or JSON that is no record (ValidationError)
-            key = (m.key or b"").decode("utf-8", "replace")
-            venue, _, symbol = key.partition(":")
-            err = ParseError(f"{m.topic}[{m.partition}]@{m.offset}: {exc}", venue=venue, symbol=symbol, raw=value)
-            stamp = getattr(m, "timestamp", None)  # (type, ms) of the Kafka message
-            err.ts_recv = int(stamp[1]) * 1_000_000 if stamp and stamp[1] > 0 else 0  # type: ignore[attr-defined]
-            items.append(err)
-    return chunk_by_key(items)
+    return chunk_by_key([decode_message(m) for m in msgs])
+
+
+def event_time(rec: Any) -> int:
+    """The time a record is merged by: venue time for market data, issue time for forecasts, fetch time for news."""
+    for name in ("ts_event", "issued_at", "fetched"):
+        v = getattr(rec, name, None)
+        if v is not None:
+            return int(v)
+    return -1  # dead letters never hold anything back
+
+
+class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
+    def __init__(self, conf: dict[str, Any], tps: list[tuple[str, int]], resume: Resume | None, tail: bool,
+                 batch_size: int) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self.tail = tail
+        self.batch_size = batch_size
+        self.names = [f"{t}:{p}" for t, p in tps]
+        resume = resume or {}
+        self.next_offset: Resume = {n: resume.get(n, OFFSET_BEGINNING) for n in self.names}
+        self.buffers: dict[str, deque[tuple[int, int, Any]]] = {n: deque() for n in self.names}  # (ts, offset, rec)
+        self.latest: dict[str, int] = {}
+        self.at_end: dict[str, bool] = dict.fromkeys(self.names, False)
+        self.consumer = Consumer({**conf, "enable.auto.commit": False, "enable.partition.eof": True})
+        self.consumer.assign([TopicPartition(t, p, self.next_offset[f"{t}:{p}"]) for t, p in tps])
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[Chunk]:
+        from confluent_kafka import KafkaError
+
+        dead: list[Any] = []
+        for m in self.consumer.consume(num_messages=self.batch_size, timeout=0.005):
+            name = f"{m.topic()}:{m.partition()}"
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self.at_end[name] = True
+                else:
+                    logger.warning("Kafka error on %s: %s", name, err)
+                    dead.append(ParseError(f"Kafka error on {name}: {err}"))
+                continue
+            self.at_end[name] = False
+            rec = decode_message(m)
+            ts = event_time(rec)
+            self.buffers[name].append((ts, int(m.offset() or 0), rec))
+            if ts > self.latest.get(name, -1):
+                self.latest[name] = ts
+        released = self._release()
+        if not released and not dead:
+            if not self.tail and all(self.at_end.values()) and not any(self.buffers.values()):
+                raise StopIteration
+            self._awake = datetime.now(UTC) + timedelta(milliseconds=5)
+            return []
+        chunks = chunk_by_key(released)
+        if dead:
+            chunks.extend(chunk_by_key(dead))
+        return chunks
+
+    def _release(self) -> list[Any]:
+        active = [self.latest.get(n, -1) for n in self.names if not self.at_end[n]]
+        bound = min(active) if active else None  # None: every topic-partition is at its end
+        out: list[tuple[int, int, Any]] = []
+        for name, buf in self.buffers.items():
+            # release a prefix in offset order, so the resume offset never skips a record still held back
+            while buf and (bound is None or buf[0][0] <= bound):
+                item = buf.popleft()
+                out.append(item)
+                self.next_offset[name] = item[1] + 1
+        out.sort(key=lambda x: x[0])  # stable: equal times keep topic order, then offset order
+        return [rec for _, _, rec in out]
+
+    def next_awake(self) -> datetime | None:
+        awake, self._awake = self._awake, None
+        return awake
+
+    def snapshot(self) -> Resume:
+        return dict(self.next_offset)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class AlignedKafkaSource(FixedPartitionedSource[Chunk, Resume]):
+    """Partition ``p`` of every topic in one Bytewax partition, merged in event time (see the module docstring)."""
+
+    def __init__(self, conf: dict[str, Any], topics: list[str], tail: bool = True, batch_size: int = 5000) -> None:
+        self.conf = conf
+        self.topics = topics
+        self.tail = tail
+        self.batch_size = batch_size
+
+    def _partitions(self) -> dict[str, int]:
+        from confluent_kafka.admin import AdminClient
+
+        meta = AdminClient(dict[str, Any](self.conf)).list_topics(timeout=30).topics
+        missing = [t for t in self.topics if t not in meta]
+        if missing:
+            from ccf.errors import ConfigError
+
+            raise ConfigError(f"Kafka topics {missing} do not exist (is flows.ingest running against this broker?)")
+        return {t: len(meta[t].partitions) for t in self.topics}
+
+    def list_parts(self) -> list[str]:
+        return [f"p{p}" for p in range(max(self._partitions().values()))]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Resume | None) -> _AlignedPartition:
+        p = int(for_part[1:])
+        tps = [(t, p) for t, n in self._partitions().items() if p < n]
+        return _AlignedPartition(self.conf, tps, resume_state, self.tail, self.batch_size)
 
 
 def _existing(settings: Settings, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -56,48 +185,12 @@ def _existing(settings: Settings, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in names if settings.kafka.topic_prefix + n in present)
 
 
-class _Chunking(StatefulSourcePartition[Chunk, Any]):
-    def __init__(self, inner: StatefulSourcePartition[Any, Any]) -> None:
-        self.inner = inner
-
-    def next_batch(self) -> list[Chunk]:
-        return decode_messages(self.inner.next_batch())
-
-    def next_awake(self) -> datetime | None:
-        return self.inner.next_awake()
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class ChunkedKafkaSource(KafkaSource):
-    """:class:`KafkaSource` whose items are keyed chunks of decoded records."""
-
-    # the item type changes on purpose: messages in, keyed chunks out
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Chunking:  # type: ignore[override]
-        return _Chunking(super().build_part(step_id, for_part, resume_state))
-
-
-OPTIONAL_TOPICS = ("predictions",)
-"""Read when they exist: other models' forecasts (the TFT sidecar), scored by the same scorer as the baselines."""
-
-
-def raw_topics_source(settings: Settings, topics: tuple[str, ...] | None = None) -> ChunkedKafkaSource:
+def raw_topics_source(settings: Settings, topics: tuple[str, ...] | None = None) -> AlignedKafkaSource:
     """Read the raw topics from the beginning (``ccf.news`` too when news is enabled, and ``ccf.predictions`` when it
     exists); with ``CCF_STOP_AFTER`` set, stop at their end instead of tailing."""
     if topics is None:
         topics = (*RAW_TOPICS, "news") if settings.news.enabled else RAW_TOPICS
         topics = (*topics, *_existing(settings, OPTIONAL_TOPICS))
-    conf = settings.kafka.client_config()
-    brokers = conf.pop("bootstrap.servers").split(",")
-    return ChunkedKafkaSource(
-        brokers=brokers,
-        topics=[settings.kafka.topic_prefix + t for t in topics],
-        tail=settings.stop_after is None,
-        add_config=conf,
-        batch_size=5000,
-        raise_on_errors=False,
-    )
+    conf: dict[str, Any] = dict(settings.kafka.client_config())
+    conf["group.id"] = settings.kafka.group_id
+    return AlignedKafkaSource(conf, [settings.kafka.topic_prefix + t for t in topics], tail=settings.stop_after is None)

@@ -30,7 +30,7 @@ def test_demo_runs_the_whole_loop_and_serves_the_app(tmp_path: Path) -> None:
     ccf = Path(sys.executable).parent / "ccf"
     log = (tmp_path / "demo.log").open("w")
     proc = subprocess.Popen(
-        [str(ccf), "demo", "--speed", "50", "--tft-after", "300", "--tft-epochs", "1", "--duration", "900",
+        [str(ccf), "demo", "--speed", "50", "--tft-after", "300", "--tft-epochs", "1",
          "--port", str(port), "--store", str(store)],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
@@ -46,7 +46,7 @@ def test_demo_runs_the_whole_loop_and_serves_the_app(tmp_path: Path) -> None:
                 break
             time.sleep(1)
         assert "<title>CCF live</title>" in page
-        time.sleep(5)  # a few more windows, so the TFT's forecasts get scored
+        time.sleep(10)  # the market goes on (50x): the TFT forecasts the next windows and they get scored
     finally:
         proc.send_signal(signal.SIGINT)
         try:

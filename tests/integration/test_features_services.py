@@ -103,13 +103,18 @@ def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings) 
     run_main(build_flow(s))
     table = s.questdb.table_prefix + "features"
     assert wait_rows(s.questdb.http_url, table, len(exp_rows)) == len(exp_rows)
-    got = qdb(s.questdb.http_url, f'select symbol, window_start, mid from "{table}" order by symbol, window_start')
+    got = qdb(s.questdb.http_url, f'select symbol, window_start, mid, trade_count, volume, ofi from "{table}" '
+              "order by symbol, window_start")
     assert [(r[0], r[1]) for r in got] == [
         (sym, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ws // 10**9)) + ".000000Z") for sym, ws in exp_rows
     ]
-    exp_mid = {(o.rows[i].symbol, o.rows[i].window_start): o.rows[i].features["mid"] for _, o in expected
-               for i in range(len(o.rows))}
-    assert all(abs(r[2] - exp_mid[(sym, ws)]) < 1e-9 for r, (sym, ws) in zip(got, exp_rows, strict=True))
+    # the same features as in process: book and trades were merged in event time across their topics
+    exp = {(o.rows[i].symbol, o.rows[i].window_start): o.rows[i].features for _, o in expected
+           for i in range(len(o.rows))}
+    for r, key in zip(got, exp_rows, strict=True):
+        f = exp[key]
+        assert abs(r[2] - f["mid"]) < 1e-9 and r[3] == f["trade_count"], (key, r, f)
+        assert abs(r[4] - f["volume"]) < 1e-9 and abs(r[5] - f["ofi"]) < 1e-9, (key, r, f)
     health = qdb(s.questdb.http_url, f'select kind, detail from "{s.questdb.table_prefix}health"')
     assert any(k == "ParseError" for k, _ in health), health
 
