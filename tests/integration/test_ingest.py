@@ -221,7 +221,8 @@ def test_a_dropped_connection_reconnects_and_resyncs_every_book(
     venue_server_factory: Callable[..., ServerThread],  # noqa: F811
 ) -> None:
     capture = list(read_file(data_file(CAPTURE)))
-    faults = tuple(parse_faults("disconnect@12000"))
+    # once: the fault counts per connection, and the next connection ends with the capture before it is due again
+    faults = tuple(parse_faults("disconnect@20000"))
     server = venue_server_factory(mode="replay", files=(data_file(CAPTURE),), faults=faults, speed=PACED)
     run_ingest(server, ingest_settings(settings.kafka.bootstrap_servers, prefix))
     pub = Published(consume(settings.kafka.bootstrap_servers, kafka_topics), prefix)
