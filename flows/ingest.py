@@ -108,10 +108,7 @@ def make_sink(settings: Settings) -> Sink[list[KafkaMessage]]:
 def __getattr__(name: str) -> Any:
     # `python -m bytewax.run flows.ingest` looks up `flow`: build it then, from the environment, never on import.
     if name == "flow":
-        from ccf.logs import setup_logging
-        from ccf.settings import load_settings
+        from ccf.entry import from_environment
 
-        settings = load_settings()
-        setup_logging(settings.log_level)
-        return build_flow(settings)
+        return from_environment(build_flow)
     raise AttributeError(name)
