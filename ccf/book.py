@@ -29,6 +29,15 @@ to); it must pickle. The protocol (see :class:`SyncRule`):
 
 Return the :class:`BookEvent` members themselves, not plain ints: the hot path compares them with ``is``.
 
+Two optional parts, for venues that send snapshots in the stream:
+
+``snapshot_supersedes_buffer`` (a class attribute, default ``False``)
+    ``True``: a snapshot replaces everything buffered before it (it came later on the same stream), instead of the
+    buffer being drained through ``check`` as for a REST snapshot that the stream must bridge (Binance).
+``continues(snapshot) -> bool``
+    Called before ``reset`` when the book is valid: ``True`` when the snapshot carries on the current sequence
+    (Bybit ``orderbook.1`` sends nothing but snapshots), so the levels are replaced without counting a resync.
+
 ``raw`` is whatever the venue parser hands over beside the normalized record (``None`` for Binance): Kraken and OKX
 pass the level strings so the rule can keep a :class:`ccf.venues.checksums.LevelText`. Sketches:
 
@@ -319,7 +328,9 @@ class SymbolBook:
         ``GAP`` when the snapshot is older than every buffered delta can bridge: fetch a newer one).
         """
         if self.valid:
-            self.epoch += 1
+            continues = getattr(self.rule, "continues", None)
+            if continues is None or not continues(snapshot):
+                self.epoch += 1
             self.valid = False
         book = self.book
         book.apply_snapshot(snapshot.bids, snapshot.asks)
@@ -335,6 +346,8 @@ class SymbolBook:
         self.ts_event = snapshot.ts_event
         pending = self._buffer
         self._buffer = []
+        if getattr(self.rule, "snapshot_supersedes_buffer", False):
+            pending = []
         for i, (delta, delta_raw) in enumerate(pending):
             event = self.on_delta(delta, delta_raw)
             if event in INVALIDATING:

@@ -199,6 +199,10 @@ class BybitRule:
     def __init__(self) -> None:
         self.last = 0
 
+    def continues(self, snapshot: BookSnapshot) -> bool:
+        """A snapshot at or after the last ``u`` carries on the sequence; ``u == 1`` is Bybit restarting."""
+        return snapshot.last_update_id >= self.last and snapshot.last_update_id != 1
+
     def reset(self, snapshot: BookSnapshot, raw: object, book: OrderBook) -> BookEvent:
         self.last = snapshot.last_update_id
         return SNAPSHOT
