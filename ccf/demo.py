@@ -21,17 +21,18 @@ import math
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from ccf.engine import EngineOut
 from ccf.schemas import FeatureRow, Prediction
 from ccf.settings import KafkaSettings, QuestDBSettings, Settings, StoreSettings
+from ccf.sources import ChunkingSource
 
 logger = logging.getLogger(__name__)
 
@@ -63,38 +64,15 @@ def demo_settings(settings: Settings, store: Path, options: DemoOptions) -> Sett
 
 
 # ----------------------------------------------------------------------------------------- flow plumbing
-class _StoppablePartition(StatefulSourcePartition[Any, Any]):
-    def __init__(self, inner: StatefulSourcePartition[Any, Any], stop: threading.Event) -> None:
-        self.inner = inner
-        self.stop = stop
-
-    def next_batch(self) -> Iterable[Any]:
-        if self.stop.is_set():
-            raise StopIteration
-        return self.inner.next_batch()
-
-    def next_awake(self) -> Any:
-        return self.inner.next_awake()
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class StoppableSource(FixedPartitionedSource[Any, Any]):
+def stoppable(inner: FixedPartitionedSource[Any, Any], stop: threading.Event) -> ChunkingSource:
     """``inner``, ending (cleanly, as at end of input) once ``stop`` is set."""
 
-    def __init__(self, inner: FixedPartitionedSource[Any, Any], stop: threading.Event) -> None:
-        self.inner = inner
-        self.stop = stop
+    def until_stopped(batch: list[Any]) -> list[Any]:
+        if stop.is_set():
+            raise StopIteration
+        return batch
 
-    def list_parts(self) -> list[str]:
-        return list(self.inner.list_parts())
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StoppablePartition:
-        return _StoppablePartition(self.inner.build_part(step_id, for_part, resume_state), self.stop)
+    return ChunkingSource(inner, until_stopped)
 
 
 class _TeePartition(StatefulSinkPartition[EngineOut, None]):
@@ -261,7 +239,7 @@ def run_demo(settings: Settings, options: DemoOptions, store: Path | None = None
 
     source = make_source(settings)
     assert isinstance(source, FixedPartitionedSource)  # the synthetic venue's RecordSource
-    flow = build_flow(settings, source=StoppableSource(source, stop), sink=TeeSink(OutputSink(settings), on_rows))
+    flow = build_flow(settings, source=stoppable(source, stop), sink=TeeSink(OutputSink(settings), on_rows))
 
     def run_flow() -> None:
         try:
