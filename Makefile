@@ -52,6 +52,10 @@ test-unit: install ## the pure tests only (no services)
 bench: install ## run the benchmarks; results under benchmarks/results/
 	$(BIN)/python -m benchmarks.run
 
+.PHONY: faults
+faults: install ## the fault suite (tests/faults): every scenario on its own Kafka+QuestDB, figures in benchmarks/results/faults.json
+	CCF_FAULTS_FULL=1 $(BIN)/python -m pytest -p no:cacheprovider tests/faults $(PYTEST_ARGS)
+
 services-up: install ## start local Kafka, QuestDB and MLflow; prints export lines
 	$(BIN)/ccf services up --run-dir $(RUN_DIR)
 
