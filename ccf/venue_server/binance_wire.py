@@ -162,3 +162,56 @@ def rest_depth(
     body["bids"] = _levels(snapshot.bids[:limit], decimals)
     body["asks"] = _levels(snapshot.asks[:limit], decimals)
     return orjson.dumps(body)
+
+
+TIME_FIELDS: Final = ("E", "T")
+"""Event and transaction times (ms) of depth, trade, aggTrade, bookTicker (futures), kline and REST snapshots."""
+KLINE_TIME_FIELDS: Final = ("t", "T")
+"""A kline's open and close times, inside its ``k``."""
+
+
+def _shift(data: object, offset_ms: int) -> bool:
+    if not isinstance(data, dict):
+        return False
+    changed = False
+    for key in TIME_FIELDS:
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            data[key] = value + offset_ms
+            changed = True
+    kline = data.get("k")
+    if isinstance(kline, dict):
+        for key in KLINE_TIME_FIELDS:
+            value = kline.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                kline[key] = value + offset_ms
+                changed = True
+    return changed
+
+
+def shift_times(text: str, offset_ms: int) -> str:
+    """A combined-stream message with every time field of its ``data`` moved by ``offset_ms`` (text kept otherwise).
+
+    >>> shift_times('{"stream":"x@trade","data":{"e":"trade","E":1000,"p":"1.50","T":999,"m":true}}', 5)
+    '{"stream":"x@trade","data":{"e":"trade","E":1005,"p":"1.50","T":1004,"m":true}}'
+    >>> shift_times('{"stream":"x@bookTicker","data":{"u":1,"b":"1.0"}}', 5)  # spot bookTicker: no time, as is
+    '{"stream":"x@bookTicker","data":{"u":1,"b":"1.0"}}'
+    """
+    if not offset_ms:
+        return text
+    msg = orjson.loads(text)
+    if not _shift(msg.get("data") if isinstance(msg, dict) else None, offset_ms):
+        return text
+    return orjson.dumps(msg).decode()
+
+
+def shift_rest_times(body: bytes, offset_ms: int) -> bytes:
+    """A REST depth answer with ``E``/``T`` moved by ``offset_ms`` (spot snapshots have none: unchanged).
+
+    >>> shift_rest_times(b'{"lastUpdateId":7,"E":10,"T":9,"bids":[],"asks":[]}', -9)
+    b'{"lastUpdateId":7,"E":1,"T":0,"bids":[],"asks":[]}'
+    """
+    if not offset_ms:
+        return body
+    msg = orjson.loads(body)
+    return orjson.dumps(msg) if _shift(msg, offset_ms) else body

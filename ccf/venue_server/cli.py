@@ -51,6 +51,13 @@ def serve_cmd(
     duration: Annotated[
         float | None, typer.Option("--duration", help="Synthetic: end after this much event time (s).")
     ] = None,
+    shift_to_now: Annotated[
+        bool,
+        typer.Option("--shift-to-now", help="Move every time field by one offset: the first event time to now."),
+    ] = False,
+    slow_client_grace: Annotated[
+        float, typer.Option("--slow-client-grace", help="Speed 0: seconds a full client queue may hold the feed.")
+    ] = 5.0,
 ) -> None:
     """Serve /stream, /ws, /api/v3/depth, /fapi/v1/depth and /control/{faults,stats} until Ctrl-C."""
     from ccf.logs import setup_logging
@@ -79,6 +86,8 @@ def serve_cmd(
             duration_s=duration if duration is not None else settings.stop_after,
             host=host,
             port=port,
+            shift_to_now=shift_to_now,
+            slow_client_grace_s=slow_client_grace,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -4,27 +4,27 @@ A feed yields batches of :class:`WireEvent` (combined-stream text plus its time)
 requests with a book consistent with what it has yielded so far.
 
 Capture files are hftbacktest's format: gzip (or plain) text, one ``<local receive ts> <raw json>`` per line, ns in
-the 2024 files and µs in ``*.dat.gz`` (told apart by size). One line may be the raw REST snapshot
-``{"lastUpdateId":..}``: it is not streamed but kept for REST, and from there on the feed keeps the book (snapshot plus
-every depth diff) so that a REST request always gets the current book with the last applied ``u`` as
-``lastUpdateId``. Before the snapshot line is reached REST serves the capture's snapshot as is (from the future,
-which is what a client fetching it after subscribing would get). The snapshot belongs to the symbol of the depth
-stream seen last (hftbacktest records one symbol per file).
+the 2024 files and µs in ``*.dat.gz`` (told apart by size). A line may be a raw REST snapshot ``{"lastUpdateId":..}``:
+it is not streamed; it syncs that symbol's REST book the way a client would, diffs buffered before it included
+(:mod:`ccf.venue_server.replay_book` says what REST serves before, at and after it, and without one). Several symbols
+and several snapshot lines per file set are fine.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from ccf.schemas import format_decimal
+from ccf.schemas import BookDelta, format_decimal
 from ccf.synthetic import SyntheticVenue
 from ccf.venue_server.binance_wire import Market, WireWriter, envelope, rest_depth, stream_kind, wire_symbol
+from ccf.venue_server.replay_book import SymbolReplay, bridges, diff_ids
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class Feed(Protocol):
     market: Market
     symbols: tuple[str, ...]
     """Wire symbols (``ETHUSDT``)."""
+    first_event_ms: int | None
+    """The first event time (``E``) the feed will send, ms; ``None`` if it has none."""
 
     def batches(self) -> Iterator[list[WireEvent]]:
         """Events in order; an event with ``stream == ""`` is not sent (a capture's REST snapshot line)."""
@@ -79,6 +81,7 @@ class SyntheticFeed:
             decimals = max(_decimals(s.tick) for s in specs), max(_decimals(s.lot) for s in specs)
         self.writer = WireWriter(market, decimals)
         self.symbols = tuple(wire_symbol(s) for s in venue.symbols)
+        self.first_event_ms: int | None = venue.start_ns // 1_000_000
         self._by_wire = dict(zip(self.symbols, venue.symbols, strict=True))
 
     def batches(self) -> Iterator[list[WireEvent]]:
@@ -127,63 +130,87 @@ def read_capture(paths: Sequence[Path]) -> Iterator[tuple[int, str]]:
                 yield (ts * 1000 if ts < 10**17 else ts), text
 
 
-class _Book:
-    """Price text -> size text per side, for the replay's REST answers."""
+def snapshot_owner(snapshot: dict[str, Any], market: Market, diffs: Mapping[str, Sequence[BookDelta]],
+                   prices: Mapping[str, float], seen_last: str) -> str | None:  # fmt: skip
+    """Which symbol a raw REST snapshot (it names none) belongs to: of the symbols with a diff that bridges it, the
+    one whose last price seen lies within the snapshot's levels (USD-M symbols share one id space, so ids alone do not
+    tell), else the symbol of the depth stream seen last before it.
 
-    def __init__(self, snapshot: dict[str, object]) -> None:
-        self.extra = {k: v for k, v in snapshot.items() if k in ("E", "T")}
-        self.last_u = int(snapshot["lastUpdateId"])  # type: ignore[call-overload]
-        self.bids: dict[str, str] = dict(snapshot["bids"])  # type: ignore[call-overload]
-        self.asks: dict[str, str] = dict(snapshot["asks"])  # type: ignore[call-overload]
-
-    def apply(self, data: dict[str, object]) -> None:
-        if int(data["u"]) <= self.last_u:  # type: ignore[call-overload]
-            return
-        for side, key in ((self.bids, "b"), (self.asks, "a")):
-            for price, size in data[key]:  # type: ignore[attr-defined]
-                if float(size) == 0.0:
-                    side.pop(price, None)
-                else:
-                    side[price] = size
-        self.last_u = int(data["u"])  # type: ignore[call-overload]
-        if self.extra and "E" in data:  # futures snapshots carry E/T; spot ones do not
-            self.extra = {"E": data["E"], "T": data.get("T", data["E"])}
-
-    def rest(self, limit: int) -> bytes:
-        bids = sorted(self.bids.items(), key=lambda kv: -float(kv[0]))[:limit]
-        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
-        return orjson.dumps({"lastUpdateId": self.last_u, **self.extra, "bids": bids, "asks": asks})
+    >>> snap = {"lastUpdateId": 10, "bids": [["99.0", "1"], ["98.0", "1"]], "asks": [["101.0", "1"]]}
+    >>> ids = {s: [diff_ids({"U": 9, "u": 12})] for s in ("BTCUSDT", "ETHUSDT")}
+    >>> snapshot_owner(snap, "spot", ids, {"BTCUSDT": 64000.0, "ETHUSDT": 99.5}, "BTCUSDT")
+    'ETHUSDT'
+    """
+    last_id = int(snapshot["lastUpdateId"])
+    owners = [s for s, ids in diffs.items() if bridges(market, last_id, ids)]
+    if len(owners) > 1 and snapshot["bids"] and snapshot["asks"]:
+        low, high = float(snapshot["bids"][-1][0]), float(snapshot["asks"][-1][0])
+        owners = [s for s in owners if low <= prices.get(s, float("nan")) <= high] or owners
+    if len(owners) == 1:
+        return owners[0]
+    owner = seen_last or None
+    logger.warning("replay: snapshot %d is bridged by the diffs of %s; taken as %s's", last_id, owners or "no symbol",
+                   owner)  # fmt: skip
+    return owner
 
 
 class ReplayFeed:
-    """Capture lines as they were received; ``ts_ns`` is the capture's receive time (for pacing)."""
+    """Capture lines as they were received; ``ts_ns`` is the capture's receive time (for pacing).
+
+    REST answers come from one :class:`~ccf.venue_server.replay_book.SymbolReplay` per symbol, fed with what has
+    been published. A snapshot line has no symbol: it belongs to the symbol one of whose diffs bridges it (update
+    ids are per symbol), else to the symbol of the depth stream seen last before it.
+    """
 
     def __init__(self, paths: Sequence[Path], market: Market = "spot", batch_size: int = 256) -> None:
         self.paths = list(paths)
         self.market = market
         self.batch_size = batch_size
         self.symbols: tuple[str, ...] = ()
-        self._capture_snapshots: dict[str, bytes] = {}
-        self._books: dict[str, _Book] = {}
-        self._last = ""
+        self.first_event_ms: int | None = None
+        self.books: dict[str, SymbolReplay] = {}
+        self.snapshot_owners: list[str | None] = []
+        """The symbol of each snapshot line of the capture, in order (``None``: none found)."""
+        self._snapshots_seen = 0
         self._scan()
 
     def _scan(self) -> None:
-        """Learn the symbols and each symbol's snapshot (served before the replay reaches it)."""
+        """Learn the symbols, the first event time, each snapshot line's symbol and each diff's successor."""
         symbols: list[str] = []
+        diffs: dict[str, list[BookDelta]] = {}
+        lines: list[tuple[bytes, str, dict[str, float]]] = []  # snapshot, depth symbol seen last, prices then
         last = ""
+        prices: dict[str, float] = {}  # the last bookTicker bid or trade price of each symbol
         for _, text in read_capture(self.paths):
             if text.startswith('{"stream"'):
                 stream = text[11 : text.index('"', 11)]
                 sym = stream.partition("@")[0].upper()
                 if sym not in symbols:
                     symbols.append(sym)
-                if stream_kind(stream) == "depth":
+                kind = stream_kind(stream)
+                data = orjson.loads(text)["data"]
+                if self.first_event_ms is None and "E" in data:
+                    self.first_event_ms = int(data["E"])
+                if kind == "depth":
+                    diffs.setdefault(sym, []).append(diff_ids(data))
                     last = sym
-            elif text.startswith('{"lastUpdateId"') and last and last not in self._capture_snapshots:
-                self._capture_snapshots[last] = text.encode()
+                elif kind in ("bookTicker", "trade"):
+                    prices[sym] = float(data["b" if kind == "bookTicker" else "p"])
+            elif text.startswith('{"lastUpdateId"'):
+                lines.append((text.encode(), last, dict(prices)))
         self.symbols = tuple(symbols)
-        logger.info("replay %s: symbols %s, snapshots for %s", self.paths, symbols, sorted(self._capture_snapshots))
+        per_symbol: dict[str, list[bytes]] = {}
+        for raw, seen_last, prices_then in lines:
+            owner = snapshot_owner(orjson.loads(raw), self.market, diffs, prices_then, seen_last)
+            self.snapshot_owners.append(owner)
+            if owner is not None:
+                per_symbol.setdefault(owner, []).append(raw)
+        for sym in symbols:
+            ids = diffs.get(sym, [])
+            succ = {a.last_update_id: b.first_update_id for a, b in itertools.pairwise(ids)}
+            self.books[sym] = SymbolReplay(sym, self.market, per_symbol.get(sym, []), succ)
+        logger.info("replay %s: symbols %s, snapshot lines %s", self.paths, symbols,
+                    {s: len(v) for s, v in per_symbol.items()})  # fmt: skip
 
     def batches(self) -> Iterator[list[WireEvent]]:
         batch: list[WireEvent] = []
@@ -202,25 +229,16 @@ class ReplayFeed:
             yield batch
 
     def published(self, event: WireEvent) -> None:
-        """Keep the REST book in step with what has been sent."""
+        """Keep the REST books in step with what has been sent."""
         if not event.stream:
-            if self._last:
-                self._books[self._last] = _Book(orjson.loads(event.text))
+            owner = self.snapshot_owners[self._snapshots_seen]
+            self._snapshots_seen += 1
+            if owner is not None:
+                self.books[owner].on_snapshot(event.text.encode())
             return
-        if stream_kind(event.stream) != "depth":
-            return
-        self._last = event.stream.partition("@")[0].upper()
-        book = self._books.get(self._last)
-        if book is not None:
-            book.apply(orjson.loads(event.text)["data"])
+        if stream_kind(event.stream) == "depth":
+            self.books[event.stream.partition("@")[0].upper()].on_diff(orjson.loads(event.text)["data"])
 
     def rest_depth(self, symbol: str, limit: int) -> bytes | None:
-        book = self._books.get(symbol)
-        if book is not None:
-            return book.rest(limit)
-        raw = self._capture_snapshots.get(symbol)
-        if raw is None:
-            return None
-        if limit >= 1000:
-            return raw
-        return _Book(orjson.loads(raw)).rest(limit)
+        book = self.books.get(symbol)
+        return None if book is None else book.rest(limit)

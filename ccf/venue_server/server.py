@@ -14,11 +14,21 @@ Endpoints
   the next one. ``GET /control/stats``: what was sent, requested and injected.
 
 One shared market: the feed starts when the first connection subscribes, pauses while nobody is subscribed and is
-broadcast to every subscriber of each stream. Pacing: ``speed`` 1 = the feed's own time, N = N× faster, 0 = as fast
-as the slowest subscriber reads (each connection has a bounded queue, so a stalled connection holds the feed up:
-this server is for tests and development, one or two clients). When the feed ends (replay done, synthetic
-``duration_s`` reached) every connection is closed with code 1000 and :data:`ccf.wsource.END_OF_DATA_REASON`.
-``max_conn_age_s`` closes a connection with 1001 when it gets that old (Binance does at 24 h).
+broadcast to every subscriber of each stream. Pacing: ``speed`` 1 = the feed's own time (a capture's receive times),
+N = N× faster, 0 = as fast as the clients that keep up read. Times in the messages: as recorded, or with
+``shift_to_now`` all moved by one offset (see :class:`ServerConfig`).
+
+Slow clients never slow the others down: each connection has a bounded queue (``queue_size``) and the feed never
+awaits it at ``speed > 0``: a connection whose queue is full is closed with 1008 and a reason (Binance disconnects
+slow consumers too), counted as ``slow_client_disconnects``. At speed 0 there is no schedule to fall behind, so the
+feed waits for a full queue up to ``slow_client_grace_s`` (the feed goes as fast as the slowest client that keeps
+within that) and then closes that connection the same way. A connection inside an injected ``stall`` fault is not a
+slow client: at ``speed > 0`` its queue may grow past the bound for the stall; at speed 0 the feed waits for it.
+
+When the feed ends (replay done, synthetic ``duration_s`` reached) every connection is closed with code 1000 and
+:data:`ccf.wsource.END_OF_DATA_REASON`. ``max_conn_age_s`` closes a connection with 1001 when it gets that old
+(Binance does at 24 h). REST for a symbol the feed has no book for (unknown, or a replay without a snapshot line for
+it) answers 400 ``{"code":-1121,"msg":"Invalid symbol."}``, as Binance does for a symbol it does not know.
 """
 
 from __future__ import annotations
@@ -29,76 +39,21 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
 
 import orjson
 from aiohttp import WSMsgType, web
 
-from ccf.synthetic import DEFAULT_START_NS, SyntheticVenue
-from ccf.venue_server.binance_wire import Market, stream_kind, stream_names
-from ccf.venue_server.faults import DIFF_KINDS, SERVER_KINDS, Fault, fault_from_json, parse_faults
-from ccf.venue_server.feeds import Feed, ReplayFeed, SyntheticFeed, WireEvent, payload_of
-from ccf.wsource import END_OF_DATA_REASON
+from ccf.venue_server.binance_wire import shift_rest_times, shift_times, stream_names
+from ccf.venue_server.config import ServerConfig
+from ccf.venue_server.connection import Connection
+from ccf.venue_server.faults import SERVER_KINDS, Fault, fault_from_json, parse_faults
+from ccf.venue_server.feeds import WireEvent
+from ccf.venue_server.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """What the server serves. ``speed`` 0 = as fast as possible; ``faults`` apply to every new connection."""
-
-    mode: Literal["synthetic", "replay"] = "synthetic"
-    symbols: tuple[str, ...] = ("BTC-USDT", "ETH-USDT")
-    seed: int = 7
-    alpha: float = 0.8
-    speed: float = 1.0
-    files: tuple[Path, ...] = ()
-    market: Market = "spot"
-    faults: tuple[Fault, ...] = ()
-    max_conn_age_s: float | None = None
-    duration_s: float | None = None
-    start_ns: int = DEFAULT_START_NS
-    host: str = "127.0.0.1"
-    port: int = 0
-    ping_interval_s: float | None = None
-    queue_size: int = 4096
-
-    def __post_init__(self) -> None:
-        if self.speed < 0 or self.queue_size < 1:
-            raise ValueError(f"speed must be >= 0 and queue_size >= 1, got {self.speed}, {self.queue_size}")
-        if self.mode == "replay" and not self.files:
-            raise ValueError("replay mode needs at least one capture file")
-        if self.mode == "synthetic" and not self.symbols:
-            raise ValueError("synthetic mode needs at least one symbol")
-
-    def make_feed(self) -> Feed:
-        if self.mode == "replay":
-            return ReplayFeed(self.files, self.market)
-        end = None if self.duration_s is None else self.start_ns + round(self.duration_s * 1e9)
-        venue = SyntheticVenue(list(self.symbols), self.seed, alpha=self.alpha, start_ns=self.start_ns, end_ns=end)
-        return SyntheticFeed(venue, self.market)
-
-
-@dataclass(eq=False)
-class _Conn:
-    id: int
-    ws: web.WebSocketResponse
-    raw: bool
-    abort: Any
-    queue: asyncio.Queue[WireEvent | None]
-    faults: list[Fault]
-    streams: set[str] = field(default_factory=set)
-    sent: int = 0
-    opened: float = field(default_factory=time.monotonic)
-    held: WireEvent | None = None
-
-    def take_fault(self, depth: bool) -> Fault | None:
-        for i, f in enumerate(self.faults):
-            if f.after <= self.sent and (depth or f.kind not in DIFF_KINDS):
-                return self.faults.pop(i)
-        return None
+__all__ = ["ServerConfig", "VenueServer"]
 
 
 class VenueServer:
@@ -109,7 +64,7 @@ class VenueServer:
         self.feed = config.make_feed()
         self.port = 0
         self.ended = False
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, Connection] = {}
         self._next_id = 0
         self._late_snapshots: list[float] = []
         self._pending: list[Fault] = []
@@ -118,6 +73,9 @@ class VenueServer:
         self._subscribed: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._producer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.time_offset_ms = 0
+        """Added to every time field sent (``shift_to_now``); 0 keeps the recorded times."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -141,6 +99,9 @@ class VenueServer:
         server = site._server  # aiohttp exposes the bound port only here
         assert isinstance(server, asyncio.base_events.Server)
         self.port = server.sockets[0].getsockname()[1]
+        first = self.feed.first_event_ms
+        if self.config.shift_to_now and first is not None:
+            self.time_offset_ms = time.time_ns() // 1_000_000 - first
         self._producer = asyncio.create_task(self._produce(), name="venue-server-feed")
         logger.info("venue server (%s, %s) on %s:%d", self.config.mode, self.feed.symbols, self.config.host, self.port)
         return self.port
@@ -160,7 +121,7 @@ class VenueServer:
     async def _produce(self) -> None:
         assert self._subscribed is not None
         loop = asyncio.get_running_loop()
-        speed = self.config.speed
+        speed, offset = self.config.speed, self.time_offset_ms
         anchor: tuple[int, float] | None = None
         n = 0
         for batch in self.feed.batches():
@@ -176,9 +137,10 @@ class VenueServer:
                         await asyncio.sleep(delay)
                 if ev.stream:
                     self._counts["events"] += 1
-                    for conn in list(self._conns.values()):
-                        if ev.stream in conn.streams:
-                            await conn.queue.put(ev)
+                    out = ev._replace(text=shift_times(ev.text, offset)) if offset else ev
+                    full = [c for c in list(self._conns.values()) if ev.stream in c.streams and not c.outbox.offer(out)]
+                    if full:
+                        await self._overflow(full, out)
                 self.feed.published(ev)
                 n += 1
                 if n % 64 == 0:
@@ -186,7 +148,49 @@ class VenueServer:
         self.ended = True
         logger.info("venue server: feed ended after %d events", self._counts["events"])
         for conn in list(self._conns.values()):
-            await conn.queue.put(None)
+            conn.outbox.end()
+
+    async def _overflow(self, full: Sequence[Connection], ev: WireEvent) -> None:
+        """Connections whose queue is full: drop them (speed > 0) or give them a bounded grace first (speed 0)."""
+        now = asyncio.get_running_loop().time()
+        grace = self.config.slow_client_grace_s
+        for conn in full:
+            stalled = conn.stalled_until > now
+            if self.config.speed > 0:
+                if stalled:
+                    conn.outbox.offer(ev, force=True)
+                else:
+                    self._drop_slow(conn)
+            elif await conn.outbox.wait_space(max(now, conn.stalled_until) + grace) and conn.outbox.offer(ev):
+                continue
+            else:
+                self._drop_slow(conn)
+
+    def _drop_slow(self, conn: Connection) -> None:
+        """Close a connection that does not keep up: 1008 with a reason (or a plain abort if it cannot be sent)."""
+        if conn.dropped:
+            return
+        conn.dropped = True
+        self._counts["slow_client_disconnects"] += 1
+        logger.warning("venue server conn %d: slow consumer (%d messages queued), disconnected", conn.id,
+                       len(conn.outbox))  # fmt: skip
+        conn.outbox.close()
+        conn.streams.clear()
+        self._update_subscribed()
+        task = asyncio.create_task(self._close_slow(conn), name=f"venue-server-drop-{conn.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close_slow(self, conn: Connection) -> None:
+        if conn.sender is not None:
+            conn.sender.cancel()
+        reason = f"slow consumer: send queue of {self.config.queue_size} messages full".encode()
+        try:
+            async with asyncio.timeout(1.0):
+                await conn.ws.close(code=1008, message=reason)
+        except (TimeoutError, ConnectionError):
+            if conn.abort is not None:
+                conn.abort()
 
     def _update_subscribed(self) -> None:
         assert self._subscribed is not None
@@ -210,12 +214,14 @@ class VenueServer:
         faults += self._pending
         self._pending = []
         self._add_server_faults(faults)
-        conn = _Conn(
+        conn = Connection(
+            counts=self._counts,
+            fault_log=self._fault_log,
             id=self._next_id,
             ws=ws,
             raw=request.path.startswith("/ws"),
             abort=transport.abort if transport is not None else None,
-            queue=asyncio.Queue(self.config.queue_size),
+            outbox=Outbox(self.config.queue_size),
             faults=[f for f in faults if f.kind not in SERVER_KINDS],
         )
         self._conns[conn.id] = conn
@@ -224,7 +230,7 @@ class VenueServer:
         if "stream" in request.match_info:
             streams.append(request.match_info["stream"])
         self._subscribe(conn, streams)
-        sender = asyncio.create_task(self._sender(conn), name=f"venue-server-send-{conn.id}")
+        sender = conn.sender = asyncio.create_task(conn.run_sender(), name=f"venue-server-send-{conn.id}")
         ager = asyncio.create_task(self._age_limit(conn)) if self.config.max_conn_age_s else None
         try:
             async for msg in ws:
@@ -233,24 +239,23 @@ class VenueServer:
         finally:
             self._conns.pop(conn.id, None)
             self._counts["connections_closed"] += 1
-            while not conn.queue.empty():  # unblock the feed if it waits on this queue
-                conn.queue.get_nowait()
+            conn.outbox.close()  # unblocks the feed if it waits on this connection
             for task in (sender, ager):
                 if task is not None:
                     task.cancel()
             self._update_subscribed()
         return ws
 
-    def _subscribe(self, conn: _Conn, streams: Sequence[str]) -> None:
+    def _subscribe(self, conn: Connection, streams: Sequence[str]) -> None:
         if not streams:
             return
         conn.streams.update(streams)
         self._counts["subscriptions"] += len(streams)
         self._update_subscribed()
         if self.ended:
-            conn.queue.put_nowait(None)
+            conn.outbox.end()
 
-    async def _on_text(self, conn: _Conn, text: str) -> None:
+    async def _on_text(self, conn: Connection, text: str) -> None:
         try:
             req = orjson.loads(text)
             method, params, rid = req.get("method"), req.get("params", []), req.get("id")
@@ -270,61 +275,11 @@ class VenueServer:
             reply = {"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": rid}
         await conn.ws.send_str(orjson.dumps(reply).decode())
 
-    async def _age_limit(self, conn: _Conn) -> None:
+    async def _age_limit(self, conn: Connection) -> None:
         assert self.config.max_conn_age_s is not None
         await asyncio.sleep(self.config.max_conn_age_s)
         self._counts["max_age_closes"] += 1
         await conn.ws.close(code=1001, message=b"max connection age")
-
-    async def _sender(self, conn: _Conn) -> None:
-        try:
-            while True:
-                ev = await conn.queue.get()
-                if ev is None:
-                    await conn.ws.close(code=1000, message=END_OF_DATA_REASON.encode())
-                    return
-                await self._emit(conn, ev)
-        except ConnectionError as exc:
-            logger.debug("venue server conn %d: send failed: %s", conn.id, exc)
-
-    async def _send(self, conn: _Conn, ev: WireEvent, text: str | None = None) -> None:
-        await conn.ws.send_str(text if text is not None else (payload_of(ev) if conn.raw else ev.text))
-        conn.sent += 1
-        self._counts["messages_sent"] += 1
-        self._counts["sent_" + stream_kind(ev.stream)] += 1
-
-    async def _emit(self, conn: _Conn, ev: WireEvent) -> None:
-        depth = stream_kind(ev.stream) == "depth"
-        fault = conn.take_fault(depth) if conn.faults else None
-        if fault is None:
-            await self._send(conn, ev)
-            if depth and conn.held is not None and conn.held.stream == ev.stream:
-                held, conn.held = conn.held, None
-                await self._send(conn, held)
-            return
-        entry: dict[str, object] = {**fault.to_dict(), "conn": conn.id, "at": conn.sent, "stream": ev.stream}
-        if depth:
-            data = orjson.loads(payload_of(ev))
-            entry.update(U=data.get("U"), u=data.get("u"))
-        self._fault_log.append(entry)
-        logger.info("venue server conn %d: injecting %s", conn.id, entry)
-        if fault.kind == "drop_diff":
-            return
-        if fault.kind == "reorder_diffs":
-            conn.held = ev
-            return
-        if fault.kind == "disconnect":
-            if conn.abort is not None:
-                conn.abort()
-            return
-        if fault.kind == "stall":
-            await asyncio.sleep(fault.arg)
-        text = payload_of(ev) if conn.raw else ev.text
-        if fault.kind == "corrupt_json":
-            text = text[: len(text) // 2]
-        await self._send(conn, ev, text)
-        if fault.kind == "duplicate_diff":
-            await self._send(conn, ev, text)
 
     # -- REST and control -----------------------------------------------------------------------------------------
 
@@ -339,7 +294,9 @@ class VenueServer:
         self._counts["rest_requests"] += 1
         body = self.feed.rest_depth(symbol, limit)
         if body is None:
+            self._counts["rest_no_book"] += 1
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        body = shift_rest_times(body, self.time_offset_ms)
         if self._late_snapshots:
             delay = self._late_snapshots.pop(0)
             self._fault_log.append({"kind": "late_snapshot", "arg": delay, "symbol": symbol})
@@ -375,6 +332,7 @@ class VenueServer:
 
     def stats(self) -> dict[str, object]:
         return {
+            "slow_client_disconnects": 0,
             **self._counts,
             "connections_open": len(self._conns),
             "connections": [

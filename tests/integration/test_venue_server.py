@@ -9,8 +9,10 @@ import asyncio
 import gzip
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +28,7 @@ from ccf.venue_server.runner import ServerThread
 from ccf.venues.binance import parse_message
 from ccf.wsource import END_OF_DATA_REASON
 from tests.datafiles import data_file
+from tests.unit.test_venue_server_replay import capture_lines, write_capture
 from tests.venue_fixtures import get_stats, post_faults, venue_server, venue_server_factory  # noqa: F401
 
 ETH = ["ethusdt@depth@100ms", "ethusdt@trade", "ethusdt@bookTicker"]
@@ -298,3 +301,108 @@ def test_cli_refuses_bad_options() -> None:
     result = runner.invoke(app, ["serve", "--mode", "replay"])
     assert result.exit_code == 2
     assert "capture file" in result.output
+
+
+# ---- time fields, slow clients (derived captures written to tmp_path at test time) --------------------------------
+
+USDM = "hftbacktest_binance_raw_ws/usdm_btcusdt_20240718.gz"
+BTC_FUT = ["btcusdt@depth@0ms", "btcusdt@trade", "btcusdt@bookTicker"]
+
+
+def _times(data: dict[str, Any]) -> dict[str, int]:
+    return {k: data[k] for k in ("E", "T") if k in data}
+
+
+@pytest.mark.parametrize("shift", [False, True], ids=["recorded", "shifted"])
+def test_replay_times_are_recorded_or_all_shifted_by_one_offset(
+    venue_server_factory: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+    shift: bool,
+) -> None:
+    lines = capture_lines(USDM)[:3000]
+    streamed = [orjson.loads(t) for _, t in lines if t.startswith('{"stream"')]
+    t0_ms = time.time_ns() // 1_000_000
+    server = venue_server_factory(mode="replay", market="futures", shift_to_now=shift,
+                                  files=(write_capture(tmp_path / "usdm.txt", lines),))  # fmt: skip
+    t1_ms = time.time_ns() // 1_000_000
+    got = collect(server.stream_url(BTC_FUT), None, timeout_s=9)
+    assert (got.close_code, got.close_reason) == (1000, END_OF_DATA_REASON)
+    sent = [orjson.loads(t) for t in got.texts]
+    assert len(sent) == len(streamed) == 2999
+    offsets: Counter[int] = Counter()
+    for want, have in zip(streamed, sent, strict=True):
+        w, h = want["data"], have["data"]
+        assert {k: v for k, v in h.items() if k not in ("E", "T")} == {k: v for k, v in w.items() if k not in ("E", "T")}
+        assert set(_times(h)) == set(_times(w)) == {"E", "T"}  # USD-M: depth, trade and bookTicker all carry both
+        offsets.update(h[k] - w[k] for k in ("E", "T"))
+    (offset,) = offsets  # one offset for every time field of every message
+    assert offsets[offset] == 2 * 2999
+    first_e = streamed[0]["data"]["E"]
+    if shift:
+        assert t0_ms - first_e <= offset <= t1_ms - first_e
+    else:
+        assert offset == 0
+        assert got.texts == [t for _, t in lines if t.startswith('{"stream"')]  # byte for byte
+    snap = httpx.get(f"{server.base_url}/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 5}).json()
+    last = next(m["data"] for m in reversed(streamed) if m["data"].get("e") == "depthUpdate")
+    assert (snap["E"], snap["T"]) == (last["E"] + offset, last["T"] + offset)  # REST moved by the same offset
+
+
+async def _stuck(url: str, done: asyncio.Event) -> tuple[int | None, int]:
+    """Connect and read nothing until ``done``; then drain: (close code, messages that had reached it)."""
+    import socket
+
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel would otherwise hold MBs for it
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    n = 0
+    async with connect(url, sock=sock, max_queue=1, close_timeout=1, compression=None) as ws:
+        await done.wait()
+        try:
+            async with asyncio.timeout(5):
+                async for _ in ws:
+                    n += 1
+        except (ConnectionClosed, TimeoutError):
+            pass
+    return ws.close_code, n
+
+
+@pytest.mark.parametrize("speed", [80.0, 0.0], ids=["paced", "flat-out"])
+def test_a_stuck_client_is_dropped_and_never_slows_the_others(
+    venue_server_factory: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+    speed: float,
+) -> None:
+    lines = capture_lines(CAPTURE)  # 5¾ min, 9 MB: past what the kernel buffers for a client that never reads
+    want = [(int(ts), t) for ts, t in lines if t.startswith('{"stream"')]
+    server = venue_server_factory(mode="replay", files=(write_capture(tmp_path / "eth.txt", lines),), speed=speed,
+                                  queue_size=200, slow_client_grace_s=0.3)  # fmt: skip
+    url = server.stream_url(ETH)
+
+    async def run() -> tuple[Received, tuple[int | None, int]]:
+        done = asyncio.Event()
+        normal_task = asyncio.create_task(_collect(url, None, timeout_s=20))  # first: the feed starts with it
+        while not server.server.stats()["connections"]:
+            await asyncio.sleep(0.001)
+        stuck = asyncio.create_task(_stuck(url, done))
+        normal = await normal_task
+        done.set()
+        return normal, await stuck
+
+    t0 = time.monotonic()
+    normal, (stuck_code, stuck_n) = asyncio.run(run())
+    took = time.monotonic() - t0
+    assert normal.texts == [t for _, t in want]  # every message, in order
+    assert (normal.close_code, normal.close_reason) == (1000, END_OF_DATA_REASON)
+    stats = get_stats(server)
+    assert stats["slow_client_disconnects"] == 1
+    assert stuck_n < len(want) and stuck_code in (1008, 1006)
+    if speed:  # on time: the lag behind the capture's schedule never grows
+        lags = [r - (ts - want[0][0]) / 1e9 / speed for r, (ts, _) in zip(normal.times, want, strict=True)]
+        assert max(lags) - min(lags) < 0.5
+        assert took < (want[-1][0] - want[0][0]) / 1e9 / speed + 3
+    else:  # the stuck one held the feed for one grace at most
+        assert took < 8
+    print(f"speed {speed}: {len(want)} messages in {took:.2f} s, stuck client got {stuck_n}, closed {stuck_code}")
