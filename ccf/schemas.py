@@ -31,6 +31,10 @@ import msgspec
 
 SCHEMA_VERSION: Final = 1
 
+NO_VENUE_TIME: Final = 0
+"""``ts_event`` of a record whose message carries no venue time (Binance spot ``bookTicker`` and REST snapshots)
+until :class:`ccf.venues.event_time.EventTimes` stamps it; never the wall clock."""
+
 Side: TypeAlias = Literal["buy", "sell"]
 """Taker side of a trade."""
 

@@ -37,6 +37,7 @@ from ccf.capture.registry import VENUES, codec_for
 from ccf.errors import ParseError
 from ccf.schemas import BookTop, Kline, MarketRecord, Side, Trade
 from ccf.venues import binance
+from ccf.venues.event_time import EventTimes
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ def read_records(paths: Iterable[str | Path], *, with_extra: bool = False) -> It
     With ``with_extra``, book records whose venue hands extra data to its sync rule come as ``(record, extra)``.
     """
     streams = [_read_file(Path(p)) for p in paths]
+    stamp = EventTimes().stamp  # records without venue time get it here, as in the live paths
     for _, item in heapq.merge(*streams, key=itemgetter(0)):
+        item = stamp(item)
         if type(item) is tuple and not with_extra:
             yield item[0]
         else:
@@ -170,9 +173,10 @@ def read_records(paths: Iterable[str | Path], *, with_extra: bool = False) -> It
 
 
 def read_file(path: str | Path) -> Iterator[Item]:
-    """The items of one file, in file order."""
+    """The items of one file, in file order (records without venue time stamped with it)."""
+    stamp = EventTimes().stamp
     for _, item in _read_file(Path(path)):
-        yield item
+        yield stamp(item)
 
 
 def cryptofeed_session(directory: str | Path, name: str) -> list[Path]:

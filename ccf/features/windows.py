@@ -142,8 +142,11 @@ class SymbolWindows:
                 rec, extra = item
             else:
                 rec = item
-            ts = rec.fetched if isinstance(rec, NewsItem) else rec.ts_event
-            if isinstance(rec, BookSnapshot):
+            kind = type(rec)
+            if kind is not Trade and kind is not BookDelta and kind is not BookSnapshot and kind is not NewsItem:
+                continue  # BookTop and others carry no window feature and never move the clock
+            ts = rec.fetched if kind is NewsItem else rec.ts_event
+            if kind is BookSnapshot:
                 # a snapshot goes into the book where it arrives; its time (for spot REST snapshots our receipt
                 # time, not the venue's) never starts, moves or closes windows
                 self._apply_book(rec, extra, ts, on_problem, clocked=False)
@@ -153,24 +156,21 @@ class SymbolWindows:
                     late.append(rec)
                     continue
                 self.next_end = self.book_end = window_start(ts, w) + w
-            elif self.max_ts is not None and ts - self.max_ts > self.cfg.max_gap_ns and not isinstance(rec, NewsItem):
+            elif self.max_ts is not None and ts - self.max_ts > self.cfg.max_gap_ns and kind is not NewsItem:
                 self._restart(ts, rows, on_problem)
-            if isinstance(rec, Trade):
+            if kind is Trade:
                 if ts < self.next_end - w:
                     self.late_trades += 1
                     late.append(rec)
                 else:
                     self._window(ts).trades.update(rec.price, rec.size, rec.side)
-            elif isinstance(rec, BookDelta):
+            elif kind is BookDelta:
                 self._apply_book(rec, extra, ts, on_problem)
-            elif isinstance(rec, NewsItem):
+            else:  # news: fetched on our clock, not the venue's, so it never moves the watermark
                 if ts < self.next_end - w:
                     late.append(rec)
                 else:
                     self._window(ts).news += 1
-            else:  # BookTop and others carry no window feature here
-                continue
-            if isinstance(rec, NewsItem):  # fetched on our clock, not the venue's: it never moves the watermark
                 continue
             if self.max_ts is None or ts > self.max_ts:
                 self.max_ts = ts

@@ -16,7 +16,9 @@ the topic with the same rule, goes through the same book states.
 Parallelism unit: one connection. Delivery: at most once from the venue (a live feed cannot rewind; the resume
 state only carries the connection's counts, and after a restart every book resyncs from a new snapshot).
 ``stop_after_s`` ends a partition after that many seconds of receipt time from its first frame (for a live feed,
-receipt time is event time within milliseconds; spot ``bookTicker`` carries no venue time at all).
+receipt time is event time within milliseconds). Records whose message has no venue time (REST snapshots, spot
+``bookTicker``) get it from :class:`~ccf.venues.event_time.EventTimes`, as in every reader: ``ts_event`` is
+always the venue's clock.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ccf.ingest.fetcher import Fetched, FetchFn, SnapshotFetcher
 from ccf.ingest.health import LagMeter, dead_letter, health, ws_health
 from ccf.ingest.links import Link
 from ccf.schemas import BookDelta, BookSnapshot, MarketRecord
+from ccf.venues.event_time import EventTimes
 from ccf.wsource import Frame, WsConfig, WsConnection, WsItem, WsPartition, WsResume
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         self.config = config
         self.session = resume.sessions if resume is not None else 0
         self.sync = BookSync(link.venue, conn.name)
+        self.times = EventTimes()  # venue time for the records whose message has none (snapshots, spot tops)
         self.fetcher = SnapshotFetcher(config.fetch, workers=config.snapshot_workers,
                                        backoff_initial_s=config.resync_backoff_initial_s,
                                        backoff_max_s=config.resync_backoff_max_s)
@@ -146,9 +150,10 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
             self.meter.dead += 1
             return
         records = out.records
-        sync, health_out = self.sync, out.health
+        sync, health_out, stamp = self.sync, out.health, self.times.stamp
         for item in parsed:
             record, extra = item if isinstance(item, tuple) else (item, None)
+            record = stamp(record)
             if isinstance(record, BookDelta):
                 sync.on_delta(record, extra, health_out)
             elif isinstance(record, BookSnapshot):  # venues that snapshot in the stream
@@ -172,6 +177,7 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
             return
         for item in parsed:
             record, extra = item if isinstance(item, tuple) else (item, None)
+            record = self.times.stamp(record)
             if isinstance(record, BookSnapshot) and self.sync.on_snapshot(record, extra, out.health) is SNAPSHOT:
                 self.fetcher.succeeded(record.symbol)
             out.records.append(record)

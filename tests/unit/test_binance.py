@@ -100,7 +100,7 @@ def _levels(rows: list[list[str]]) -> tuple[tuple[float, float], ...]:
 
 def _ms(d: dict[str, Any], ts_recv: int) -> int:
     t = d.get("T", d.get("E"))
-    return ts_recv if t is None else t * 1_000_000
+    return 0 if t is None else t * 1_000_000  # no venue time: NO_VENUE_TIME until EventTimes stamps it
 
 
 def oracle(raw: str | bytes, ts: int, venue: str) -> MarketRecord:
@@ -198,8 +198,8 @@ def test_samples_spot() -> None:
     assert d == BookDelta("binance", "NKN-USDT", 1633998512068000000, 1633998512063356900,
                           ((0.3513, 6195.0), (0.3475, 5548.0), (0.3464, 6222.0)), (), 499869750, 499869752, None)
     top = binance.parse_message(msgs[7][1], msgs[7][0])
-    assert top == BookTop("binance", "NKN-USDT", 1633998513377805000, 1633998513377805000, 0.3521, 672.0, 0.3526,
-                          3199.0, 499869768)  # spot bookTicker has no time: ts_event is the receipt time
+    assert top == BookTop("binance", "NKN-USDT", 0, 1633998513377805000, 0.3521, 672.0, 0.3526,
+                          3199.0, 499869768)  # spot bookTicker has no time: NO_VENUE_TIME until stamped
     agg = next(binance.parse_agg_trade(r, t) for t, r in msgs if "@aggTrade" in r)
     assert agg == Trade("binance", "NKN-USDT", 1633998523963000000, 1633998523957215000, 0.3528, 58.0, "buy",
                         "a15683430")
@@ -235,7 +235,7 @@ def test_samples_rest_snapshots() -> None:
     (snap,) = binance.parse_rest(url, body, ts, "binance")
     assert isinstance(snap, BookSnapshot)
     assert (snap.symbol, snap.last_update_id, snap.ts_event, snap.ts_recv, snap.bids[0]) == (
-        "NKN-USDT", 499869752, 1633998512320639000, 1633998512320639000, (0.3521, 672.0))
+        "NKN-USDT", 499869752, 0, 1633998512320639000, (0.3521, 672.0))  # spot REST: no venue time
     url, ts, body = next(http_lines("BINANCE_FUTURES.http.0.0.gz"))
     (snap,) = binance.parse_rest(url, body, ts, "binance_futures")
     assert isinstance(snap, BookSnapshot)
@@ -246,7 +246,7 @@ def test_samples_rest_snapshots() -> None:
 def test_samples_hftbacktest() -> None:
     lines = hft_lines("spot_ethusdt_20240808.gz")
     ts, raw = next(lines)
-    assert binance.parse_message(raw, ts) == BookTop("binance", "ETH-USDT", 1723161254024619568, 1723161254024619568,
+    assert binance.parse_message(raw, ts) == BookTop("binance", "ETH-USDT", 0, 1723161254024619568,
                                                      2683.8, 3.0292, 2683.81, 31.4395, 35346513501)
     trade = next(binance.parse_trade(r, t) for t, r in lines if b"@trade" in r)
     assert trade == Trade("binance", "ETH-USDT", 1723161255611000000, 1723161254340863867, 2683.8, 0.002, "sell",
@@ -303,7 +303,7 @@ def test_str_and_bytes_and_key_order_give_the_same_record() -> None:
     raw = '{"stream":"ethusdt@bookTicker","data":{"u":5,"s":"ETHUSDT","b":"1.5","B":"2","a":"1.6","A":"3"}}'
     reordered = '{"data":{"s":"ETHUSDT","u":5,"b":"1.5","B":"2","a":"1.6","A":"3"},"stream":"ethusdt@bookTicker"}'
     bare = '{"u":5,"s":"ETHUSDT","b":"1.5","B":"2","a":"1.6","A":"3"}'
-    want = BookTop("binance", "ETH-USDT", 9, 9, 1.5, 2.0, 1.6, 3.0, 5)
+    want = BookTop("binance", "ETH-USDT", 0, 9, 1.5, 2.0, 1.6, 3.0, 5)
     assert {binance.parse_message(r, 9) for r in (raw, raw.encode(), reordered, bare)} == {want}
     assert binance.parse_book_ticker(bare, 9) == binance.parse_book_ticker(raw.encode(), 9) == want
 

@@ -176,7 +176,7 @@ def test_book_replay_rows_and_files(tmp_path: Path) -> None:
     paths = [data_file(f) for f in SPOT_ETH]
     rows = list(book_replay(paths))
     assert len(rows) == 1 + 6468
-    assert rows[0] == BookRow("binance", "ETH-USDT", 1723161254152322667, 35346513512, 2683.8, 2683.81, 1000, 1000, 0,
+    assert rows[0] == BookRow("binance", "ETH-USDT", 1723161255408000000, 35346513512, 2683.8, 2683.81, 1000, 1000, 0,
                               True, 1723161254152322667, 3.0292, 31.4395, "SNAPSHOT")
     assert {r.event for r in rows[1:]} == {"APPLIED"}
     assert all(r.book_valid and r.epoch == 0 and r.best_bid < r.best_ask for r in rows)
@@ -190,4 +190,4 @@ def test_book_replay_rows_and_files(tmp_path: Path) -> None:
     with (tmp_path / "book.csv").open() as f:
         header, first = next(csv.reader(f)), next(csv.reader(f))
     assert header == list(BookRow._fields)
-    assert first[:6] == ["binance", "ETH-USDT", "1723161254152322667", "35346513512", "2683.8", "2683.81"]
+    assert first[:6] == ["binance", "ETH-USDT", "1723161255408000000", "35346513512", "2683.8", "2683.81"]
