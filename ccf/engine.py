@@ -151,6 +151,9 @@ class SymbolEngine:
                 for p in preds:
                     self.scorer.add_prediction(p)
             self.rows_since_score += 1
-            if self.rows_since_score >= self.cfg.score_every and self.scorer.metrics:
+            # scores at windows aligned to the clock (every score_every windows of event time), so a run that
+            # starts at another time writes scores at the same window ends as a backtest
+            aligned = (row.window_end // max(self.cfg.window.width_ns, 1)) % self.cfg.score_every == 0
+            if aligned and self.scorer.metrics:
                 out.scores.extend(self.scorer.scores(row.window_end))
                 self.rows_since_score = 0

@@ -7,7 +7,10 @@ the book that belongs to them has arrived. So one Bytewax partition reads partit
 topics are keyed ``venue:SYMBOL`` with one partitioner, so a symbol sits in the same partition number in each), and
 releases a record only when no topic-partition that still has data can bring anything older: the release bound is
 the smallest latest event time over the topic-partitions not at their end. A topic-partition at its end (a quiet
-trade stream, a live feed that is caught up) does not hold the others back.
+trade stream, a live feed that is caught up) still holds the others back for ``idle_s`` seconds of wall time from
+when it first kept a buffered record back, then stops holding (Flink calls this idleness): after a broker restart
+the topic whose backlog comes back first no longer races ahead of the others. Released records keep each topic-partition's own
+order (a merge, never a sort), so a venue's sequence on ``ccf.book`` is replayed exactly as it was published.
 
 Resume state: per topic-partition, the offset of the first message not yet released, so a restarted run neither
 loses nor repeats one (exactly-once into the flow's state with Bytewax recovery). A message that does not decode
@@ -16,7 +19,9 @@ becomes a :class:`~ccf.errors.ParseError` in the dead-letter chunk, never a cras
 
 from __future__ import annotations
 
+import heapq
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -78,10 +83,12 @@ def event_time(rec: Any) -> int:
 
 class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
     def __init__(self, conf: dict[str, Any], tps: list[tuple[str, int]], resume: Resume | None, tail: bool,
-                 batch_size: int) -> None:
+                 batch_size: int, idle_s: float = 2.0) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.tail = tail
+        self.idle_s = idle_s
+        self.blocking_since: dict[str, float] = {}  # at-end topic-partition -> when it began to hold records back
         self.batch_size = batch_size
         self.names = [f"{t}:{p}" for t, p in tps]
         resume = resume or {}
@@ -108,6 +115,7 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
                     dead.append(ParseError(f"Kafka error on {name}: {err}"))
                 continue
             self.at_end[name] = False
+            self.blocking_since.pop(name, None)
             rec = decode_message(m)
             ts = event_time(rec)
             self.buffers[name].append((ts, int(m.offset() or 0), rec))
@@ -125,17 +133,35 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
         return chunks
 
     def _release(self) -> list[Any]:
-        active = [self.latest.get(n, -1) for n in self.names if not self.at_end[n]]
-        bound = min(active) if active else None  # None: every topic-partition is at its end
-        out: list[tuple[int, int, Any]] = []
+        now = time.monotonic()
+        newest = max((buf[-1][0] for buf in self.buffers.values() if buf), default=-1)
+        holding = []
+        for n in self.names:
+            latest = self.latest.get(n, -1)
+            if not self.at_end[n]:
+                holding.append(latest)
+            elif newest > latest:  # at its end, and keeping something back: for at most idle_s
+                since = self.blocking_since.setdefault(n, now)
+                if now - since < self.idle_s:
+                    holding.append(latest)
+            else:
+                self.blocking_since.pop(n, None)
+        at_rest = all(self.at_end.values()) and not self.tail
+        bound = None if at_rest or not holding else min(holding)  # None: release everything buffered
+        prefixes: list[list[tuple[int, int, Any]]] = []
         for name, buf in self.buffers.items():
             # release a prefix in offset order, so the resume offset never skips a record still held back
+            out: list[tuple[int, int, Any]] = []
             while buf and (bound is None or buf[0][0] <= bound):
                 item = buf.popleft()
                 out.append(item)
                 self.next_offset[name] = item[1] + 1
-        out.sort(key=lambda x: x[0])  # stable: equal times keep topic order, then offset order
-        return [rec for _, _, rec in out]
+            if out:
+                prefixes.append(out)
+        if len(prefixes) == 1:
+            return [rec for _, _, rec in prefixes[0]]
+        # a merge by event time that keeps each topic-partition's order (equal times: topic order)
+        return [rec for _, _, rec in heapq.merge(*prefixes, key=lambda x: x[0])]
 
     def next_awake(self) -> datetime | None:
         awake, self._awake = self._awake, None
@@ -151,8 +177,10 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
 class AlignedKafkaSource(FixedPartitionedSource[Chunk, Resume]):
     """Partition ``p`` of every topic in one Bytewax partition, merged in event time (see the module docstring)."""
 
-    def __init__(self, conf: dict[str, Any], topics: list[str], tail: bool = True, batch_size: int = 5000) -> None:
+    def __init__(self, conf: dict[str, Any], topics: list[str], tail: bool = True, batch_size: int = 5000,
+                 idle_s: float = 2.0) -> None:
         self.conf = conf
+        self.idle_s = idle_s
         self.topics = topics
         self.tail = tail
         self.batch_size = batch_size
@@ -174,7 +202,7 @@ class AlignedKafkaSource(FixedPartitionedSource[Chunk, Resume]):
     def build_part(self, step_id: str, for_part: str, resume_state: Resume | None) -> _AlignedPartition:
         p = int(for_part[1:])
         tps = [(t, p) for t, n in self._partitions().items() if p < n]
-        return _AlignedPartition(self.conf, tps, resume_state, self.tail, self.batch_size)
+        return _AlignedPartition(self.conf, tps, resume_state, self.tail, self.batch_size, self.idle_s)
 
 
 def _existing(settings: Settings, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -193,4 +221,5 @@ def raw_topics_source(settings: Settings, topics: tuple[str, ...] | None = None)
         topics = (*topics, *_existing(settings, OPTIONAL_TOPICS))
     conf: dict[str, Any] = dict(settings.kafka.client_config())
     conf["group.id"] = settings.kafka.group_id
-    return AlignedKafkaSource(conf, [settings.kafka.topic_prefix + t for t in topics], tail=settings.stop_after is None)
+    return AlignedKafkaSource(conf, [settings.kafka.topic_prefix + t for t in topics], tail=settings.stop_after is None,
+                              idle_s=settings.kafka.idle_s)

@@ -91,9 +91,9 @@ class EventTimes:
             if record.ts_event > clock.latest:
                 clock.latest = record.ts_event
             return record
-        if record.__class__ in (BookSnapshot, BookTop) and record.ts_event == NO_VENUE_TIME:
+        if isinstance(record, BookSnapshot | BookTop) and record.ts_event == NO_VENUE_TIME:
             clock = self._clock(record.venue, record.symbol)
-            if kind is BookSnapshot:
+            if isinstance(record, BookSnapshot):
                 ts = clock.time_of(record.last_update_id + 1)
             else:
                 ts = clock.time_of(record.update_id)
