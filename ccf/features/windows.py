@@ -14,7 +14,9 @@ Windows are tumbling, aligned to the epoch, ``[start, end)`` in venue time (ns).
 - News items count in the window of their *fetched* time; they never move the watermark (our clock, not the
   venue's), so a news item can only be late or wait for its window.
 - A book that is not whole (before its first snapshot, after a gap or checksum failure until resynced) gives
-  ``book_valid = False`` and NaN book features; ``epoch`` counts resyncs.
+  ``book_valid = False`` and NaN book features; ``epoch`` counts resyncs. A window with a book update that met a book not
+  whole (buffered before a snapshot, or the one that broke it) has book features (the book at its end) but
+  ``book_valid = False``: its OFI and book events cover part of the window.
 
 All state pickles (Bytewax recovery snapshots it).
 """
@@ -120,7 +122,8 @@ class SymbolWindows:
         self.max_ts: int | None = None
         self.next_end: int | None = None  # end of the oldest open window
         self.book_end: int | None = None  # next boundary at which the book is captured
-        self.captured: dict[int, tuple[bool, int, dict[str, float]]] = {}
+        self.captured: dict[int, tuple[bool, int, dict[str, float], int]] = {}
+        self.unknown_at = -1  # event time of the last book update that met a book that was not whole
         self.open: dict[int, _Open] = {}
         self.ofi = OrderFlowImbalance()
         self.vol = RealizedVol(self.cfg.vol_windows)
@@ -192,11 +195,11 @@ class SymbolWindows:
             win = self.open[start] = _Open()
         return win
 
-    def _capture(self) -> tuple[bool, int, dict[str, float]]:
+    def _capture(self) -> tuple[bool, int, dict[str, float], int]:
         if self.book.valid:
             bids, asks = self.book.top(self._depth)
-            return True, self.book.epoch, book_features(bids, asks, self.cfg.levels)
-        return False, self.book.epoch, dict.fromkeys(book_feature_names(self.cfg.levels), NAN)
+            return True, self.book.epoch, book_features(bids, asks, self.cfg.levels), self.unknown_at
+        return False, self.book.epoch, dict.fromkeys(book_feature_names(self.cfg.levels), NAN), 0
 
     def _restart(self, ts: int, rows: list[FeatureRow], on_problem: Callable[[Any, int], None] | None) -> None:
         """Event time jumped past ``max_gap_ns``: close what is open, then start windows afresh at ``ts``."""
@@ -240,6 +243,8 @@ class SymbolWindows:
         if problems and on_problem is not None:
             for p in problems:
                 on_problem(p, ts)
+        if clocked and not (was_valid and self.book.valid):
+            self.unknown_at = max(self.unknown_at, ts)
         if not self.book.valid:
             self.ofi.forget()
             return
@@ -266,7 +271,9 @@ class SymbolWindows:
                 snap = self._capture()
                 if self.book_end <= end:
                     self.book_end = end + w
-            valid, epoch, feats = snap
+            valid, epoch, feats, unknown_at = snap
+            # a book update of this window met a book that was not whole: its book flow (OFI, events) is partial
+            valid = valid and unknown_at < start
             win = self.open.pop(start, None) or _Open()
             row = dict(feats)
             row["ofi"] = win.ofi

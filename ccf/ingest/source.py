@@ -11,7 +11,10 @@ health entries), because Bytewax's per-item cost dominates work this small.
 Resyncs happen here, on the source side, because the connection and the fetcher live here: a ``GAP`` / ``CROSSED``
 / ``CHECKSUM``, a rejected snapshot, or a new websocket session (its first frame) queues a snapshot request; the
 snapshot is published in ``ccf.book`` at the position where it went into the book, so the features flow, replaying
-the topic with the same rule, goes through the same book states.
+the topic with the same rule, goes through the same book states. A REST snapshot that is ahead of the stream (its
+``lastUpdateId`` covers updates the websocket has not delivered yet, as when the venue answers faster than its
+stream reaches us) is held back and published just before the update that bridges it, with that update's event
+time: downstream windows never see a book from the future.
 
 Parallelism unit: one connection. Delivery: at most once from the venue (a live feed cannot rewind; the resume
 state only carries the connection's counts, and after a restart every book resyncs from a new snapshot).
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from ccf.book import SNAPSHOT
@@ -87,6 +91,8 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         self.session = resume.sessions if resume is not None else 0
         self.sync = BookSync(link.venue, conn.name)
         self.times = EventTimes()  # venue time for the records whose message has none (snapshots, spot tops)
+        self._last_u: dict[str, int] = {}  # symbol -> last update id its stream has delivered
+        self._held: dict[str, BookSnapshot] = {}  # REST snapshots ahead of the stream, until their bridging update
         self.fetcher = SnapshotFetcher(config.fetch, workers=config.snapshot_workers,
                                        backoff_initial_s=config.resync_backoff_initial_s,
                                        backoff_max_s=config.resync_backoff_max_s)
@@ -155,6 +161,13 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
             record, extra = item if isinstance(item, tuple) else (item, None)
             record = stamp(record)
             if isinstance(record, BookDelta):
+                self._last_u[record.symbol] = record.last_update_id
+                held = self._held.get(record.symbol) if self._held else None
+                if held is not None and record.last_update_id > held.last_update_id:
+                    # the update that bridges a snapshot from ahead of the stream: the snapshot goes out just
+                    # before it, at its time, so no window downstream sees a book from the future
+                    del self._held[record.symbol]
+                    records.append(msgspec.structs.replace(held, ts_event=record.ts_event))
                 sync.on_delta(record, extra, health_out)
             elif isinstance(record, BookSnapshot):  # venues that snapshot in the stream
                 sync.on_snapshot(record, extra, health_out)
@@ -180,6 +193,10 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
             record = self.times.stamp(record)
             if isinstance(record, BookSnapshot) and self.sync.on_snapshot(record, extra, out.health) is SNAPSHOT:
                 self.fetcher.succeeded(record.symbol)
+            if isinstance(record, BookSnapshot) and self._last_u.get(record.symbol, -1) < record.last_update_id:
+                self._held[record.symbol] = record  # ahead of the stream (it holds updates not received yet)
+                continue
+            self._held.pop(getattr(record, "symbol", ""), None)
             out.records.append(record)
 
     def _retry(self, symbol: str, url: str) -> float | None:
