@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ccf.entry import fail, start
+from ccf.errors import CCFError
 from ccf.services.cli import app as services_app
 from ccf.venue_server.cli import app as venue_server_app
 
@@ -23,6 +25,17 @@ app = typer.Typer(
 )
 app.add_typer(services_app, name="services")
 app.add_typer(venue_server_app, name="venue-server")
+
+_debug = False  # set by --debug (the callback below) before a subcommand runs
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an error, not only its one line."),
+) -> None:
+    """Options of every subcommand. An error CCF raises on purpose ends with one line on stderr and exit code 2."""
+    global _debug
+    _debug = debug
 
 
 @app.command("backtest")
@@ -46,11 +59,7 @@ def backtest_cmd(
     """
     from ccf.backtest import run_backtest
     from ccf.forecast.baselines import MODELS
-    from ccf.logs import setup_logging
-    from ccf.settings import load_settings
-
-    settings = load_settings()
-    setup_logging(settings.log_level)
+    settings = start(debug=_debug, stop_on_signals=True)
     every = [*MODELS, "tft"] if train_inputs else list(MODELS)
     chosen = every if models.strip() == "all" else [m.strip() for m in models.split(",") if m.strip()]
     if train_inputs:
@@ -121,11 +130,7 @@ def record_cmd(
 ) -> None:
     """Record raw websocket frames (and per-session REST snapshots) with receipt times, as rotating JSONL files."""
     from ccf.capture.record import RecordConfig, record_venue
-    from ccf.logs import setup_logging
-    from ccf.settings import load_settings
-
-    settings = load_settings()
-    setup_logging(settings.log_level)
+    settings = start(debug=_debug)
     if compression not in ("zstd", "gzip"):
         raise typer.BadParameter(f"--compression zstd|gzip, got {compression!r}")
     config = RecordConfig(out, "zstd" if compression == "zstd" else "gzip", round(max_mb * 2**20), max_minutes * 60)
@@ -158,11 +163,7 @@ def app_cmd(
     """Serve the Panel app (live prices, forecasts, leaderboard, book, health, news) on the configured store."""
     import importlib
 
-    from ccf.logs import setup_logging
-    from ccf.settings import load_settings
-
-    settings = load_settings()
-    setup_logging(settings.log_level)
+    settings = start(debug=_debug)
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update={"app": settings.app.model_copy(update=updates)})
     importlib.import_module("dashboards.app").serve(settings, show=show)  # panel loads only here
@@ -183,11 +184,7 @@ def demo_cmd(
     """The whole loop on embedded defaults: synthetic venue -> features -> baselines -> TFT -> forecasts -> scores,
     served by the Panel app."""
     from ccf.demo import DemoOptions, run_demo
-    from ccf.logs import setup_logging
-    from ccf.settings import load_settings
-
-    settings = load_settings()
-    setup_logging(settings.log_level)
+    settings = start(debug=_debug)
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update={"app": settings.app.model_copy(update=updates)})
     options = DemoOptions(speed=speed, duration_s=duration, tft_after=tft_after, tft_epochs=tft_epochs,
@@ -196,8 +193,11 @@ def demo_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a :class:`CCFError` ends in one line and exit code 2 (see :func:`ccf.entry.fail`)."""
+    try:
+        app()
+    except CCFError as exc:
+        fail(exc, debug=_debug)
 
 
 if __name__ == "__main__":

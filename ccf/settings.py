@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ccf.errors import ConfigError
@@ -36,6 +36,9 @@ class KafkaSettings(BaseModel):
     topic_prefix: str = "ccf."
     client_id: str = "ccf"
     group_id: str = "ccf-features"
+    idle_s: float = Field(
+        default=2.0, ge=0, description="how long a topic-partition at its end may hold the event-time merge back"
+    )
 
     @property
     def enabled(self) -> bool:
@@ -68,6 +71,8 @@ class QuestDBSettings(BaseModel):
     password: SecretStr = SecretStr("quest")
     database: str = "qdb"
     table_prefix: str = ""
+    retry_timeout_s: float = Field(default=120.0, gt=0, description="total time a failing write is retried")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="the start-up reachability check's timeout")
 
     @property
     def enabled(self) -> bool:
@@ -80,7 +85,7 @@ class QuestDBSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
-    """The embedded store used when QuestDB is not configured."""
+    """The embedded store used when QuestDB is not configured (default: ``<run_dir>/store.duckdb``)."""
 
     path: Path = Path(".ccf/store.duckdb")
 
@@ -165,6 +170,12 @@ class MLflowSettings(BaseModel):
         return bool(self.tracking_uri.strip())
 
 
+class TrainerSettings(BaseModel):
+    """The TFT sidecar's periodic retraining (``ccf train --every``)."""
+
+    max_failures: int = Field(default=3, ge=1, description="failed runs in a row before the trainer exits unhealthy")
+
+
 class AppSettings(BaseModel):
     """The Panel app."""
 
@@ -189,8 +200,9 @@ class Settings(BaseSettings):
         default=None, gt=0, description="seconds of event time after which sources and flows end cleanly"
     )
     data_dir: Path = Path("../shared/data")
-    run_dir: Path = Path(".ccf")
+    run_dir: Path = Field(default=Path(".ccf"), description="the one writable data directory (see run_paths)")
     log_level: str = "INFO"
+    debug: bool = Field(default=False, description="print tracebacks of errors (ccf --debug)")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     questdb: QuestDBSettings = Field(default_factory=QuestDBSettings)
@@ -201,6 +213,31 @@ class Settings(BaseSettings):
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
     app: AppSettings = Field(default_factory=AppSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+
+    @model_validator(mode="after")
+    def _paths_under_run_dir(self) -> Settings:
+        # writable paths not set explicitly live under run_dir (one directory a container owns)
+        if "path" not in self.store.model_fields_set:
+            self.store.path = self.run_dir / "store.duckdb"
+        if "state_path" not in self.news.model_fields_set:
+            self.news.state_path = self.run_dir / "news-seen.json"
+        return self
+
+    @property
+    def recovery_dir(self) -> Path:
+        """Bytewax recovery partitions (``python -m bytewax.run ... -r``)."""
+        return self.run_dir / "recovery"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """TFT training checkpoints."""
+        return self.run_dir / "tft-checkpoints"
+
+    @property
+    def status_dir(self) -> Path:
+        """Heartbeat/status files that container healthchecks read."""
+        return self.run_dir / "status"
 
 
 def env_var_for(loc: tuple[int | str, ...]) -> str:

@@ -18,6 +18,8 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 
+from ccf import stopping
+
 logger = logging.getLogger(__name__)
 
 Chunk = tuple[str, list[Any]]
@@ -69,7 +71,9 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
         batch_size: int,
         stop_after_ns: int | None,
         pace: float,
+        name: str = "records",
     ) -> None:
+        self._name = name
         self._it = records
         self._done = resume or 0
         self._batch = batch_size
@@ -90,6 +94,7 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
             self._first_ts = _ts(rec)
 
     def next_batch(self) -> list[Chunk]:
+        stopping.check(self._name)  # SIGINT/SIGTERM: end here, as at the end of the input
         out: list[Any] = []
         limit = None
         if self._pace > 0 and self._first_ts is not None:
@@ -167,7 +172,8 @@ class RecordSource(FixedPartitionedSource[Chunk, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RecordPartition:
         logger.info("source %s partition %s starts after %s records", step_id, for_part, resume_state or 0)
-        return _RecordPartition(self._parts[for_part](), resume_state, self._batch, self._stop_after, self._pace)
+        return _RecordPartition(self._parts[for_part](), resume_state, self._batch, self._stop_after, self._pace,
+                                name=f"source {step_id} partition {for_part}")
 
 
 class _MappedPartition(StatefulSourcePartition[Chunk, Any]):

@@ -48,6 +48,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from ccf.backoff import backoff_delay as backoff_delay  # re-exported (ccf.ingest.fetcher imports it from here)
 from ccf.errors import ConnectionFailedError
 from ccf.settings import VenueSettings
 
@@ -125,12 +126,6 @@ class WsConfig:
             silence_timeout_s=venues.silence_timeout_s,
         )
         return replace(base, **overrides)
-
-
-def backoff_delay(failures: int, initial: float, cap: float, rng: random.Random) -> float:
-    """Seconds to wait after ``failures`` consecutive failures: uniform in the upper half of the capped exponential."""
-    full = min(cap, initial * 2.0 ** min(failures - 1, 60))
-    return full / 2.0 + rng.random() * full / 2.0
 
 
 _RETRY_STATUS: Final = frozenset({418, 429, 500, 502, 503, 504})

@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from ccf.errors import ConfigError
 from ccf.store.tables import Table
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def create_sql(table: Table) -> str:
 
     >>> from ccf.store.tables import HEALTH
     >>> print(create_sql(HEALTH))
-    CREATE TABLE IF NOT EXISTS "health" ("ts" BIGINT NOT NULL, "venue" VARCHAR NOT NULL, "symbol" VARCHAR NOT NULL, "kind" VARCHAR NOT NULL, "value" DOUBLE, "detail" VARCHAR, PRIMARY KEY ("ts", "venue", "symbol", "kind"))
+    CREATE TABLE IF NOT EXISTS "health" ("ts" BIGINT NOT NULL, "venue" VARCHAR NOT NULL, "symbol" VARCHAR NOT NULL, "kind" VARCHAR NOT NULL, "value" DOUBLE, "detail" VARCHAR, "seq" BIGINT NOT NULL, PRIMARY KEY ("ts", "venue", "symbol", "kind", "seq"))
     """
     cols = []
     for name, kind in table.columns:
@@ -46,12 +47,26 @@ class DuckDBStore:
         self.con = duckdb.connect(str(path))
         for t in tables:
             self.con.execute(create_sql(t))
+            self._check_layout(t)
         logger.info("embedded store at %s", path)
+
+    def _check_layout(self, t: Table) -> None:
+        # CREATE TABLE IF NOT EXISTS keeps an older layout: writing it would fail on the first batch, unclearly
+        have = [r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+            [t.name]).fetchall()]
+        if have != t.column_names:
+            self.con.close()
+            raise ConfigError(f"the embedded store {self.path} holds table {t.name} with an older layout "
+                              f"({', '.join(set(t.column_names) ^ set(have))} differ); move the file away or set "
+                              f"CCF_STORE__PATH (or CCF_RUN_DIR) to a new one")
 
     def upsert(self, table: str, rows: Iterable[dict[str, Any]]) -> int:
         t = self.tables[table]
         names = t.column_names
-        data = [tuple(_clean(r.get(n)) for n in names) for r in rows]
+        # an integer key a row leaves out (a discriminator such as health.seq) reads as 0, as keys cannot be NULL
+        zero = {n for n, kind in t.columns if kind == "int" and n in t.keys}
+        data = [tuple(_clean(r.get(n, 0 if n in zero else None)) for n in names) for r in rows]
         if not data:
             return 0
         cols = ", ".join(f'"{n}"' for n in names)

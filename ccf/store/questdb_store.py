@@ -1,20 +1,27 @@
 """QuestDB writer: tables created over HTTP SQL with ``DEDUP UPSERT KEYS``, rows sent over ILP/HTTP.
 
-A write that fails (QuestDB restarting, network) is retried with capped backoff and the rows kept, so the flow
-stalls rather than loses data; dedup keys make a retried or replayed write harmless.
+Failures are of two kinds. *Permanent* ones (a URL that is not http(s), a server that refuses the connection or does
+not resolve at start, refused credentials, rejected DDL or rows) fail at once with an error naming the setting.
+*Transient* ones (QuestDB restarting, a network blip, a 5xx) are retried with capped, jittered exponential backoff
+and the rows kept, for at most ``CCF_QUESTDB__RETRY_TIMEOUT_S`` in all (the default rides out a restart), then a
+:class:`SinkError` names the URL and that setting. Dedup keys make a retried or replayed write harmless.
+:func:`check_questdb` is the start-up check the features flow's sink runs when it is made, before the dataflow runs.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpx
-from questdb import Sender, TimestampNanos
+from questdb import QuestDBError, QuestDBErrorCode, Sender, TimestampNanos
 
-from ccf.errors import SinkError
+from ccf.backoff import backoff_delay
+from ccf.errors import ConfigError, SinkError
+from ccf.settings import QuestDBSettings
 from ccf.store.tables import Table
 
 logger = logging.getLogger(__name__)
@@ -22,13 +29,27 @@ logger = logging.getLogger(__name__)
 _QDB_TYPES = {"ts": "TIMESTAMP", "symbol": "SYMBOL", "str": "VARCHAR", "float": "DOUBLE", "int": "LONG",
               "bool": "BOOLEAN"}
 
+URL_VAR = "CCF_QUESTDB__HTTP_URL"
+ILP_URL_VAR = "CCF_QUESTDB__ILP_HTTP_URL"
+RETRY_VAR = "CCF_QUESTDB__RETRY_TIMEOUT_S"
+
+# ILP client errors that retrying cannot cure: the configuration or the rows themselves
+_PERMANENT_ILP = frozenset({
+    QuestDBErrorCode.InvalidApiCall, QuestDBErrorCode.InvalidUtf8, QuestDBErrorCode.InvalidName,
+    QuestDBErrorCode.InvalidTimestamp, QuestDBErrorCode.AuthError, QuestDBErrorCode.TlsError,
+    QuestDBErrorCode.HttpNotSupported, QuestDBErrorCode.ConfigError, QuestDBErrorCode.BadDataFrame,
+    QuestDBErrorCode.ServerRejection, QuestDBErrorCode.ServerSchemaMismatch, QuestDBErrorCode.ServerParseError,
+    QuestDBErrorCode.ServerSecurityError,
+})
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
 
 def create_sql(table: Table) -> str:
     """QuestDB DDL: designated timestamp, daily partitions, WAL, dedup on the table's keys.
 
     >>> from ccf.store.tables import HEALTH
     >>> print(create_sql(HEALTH))
-    CREATE TABLE IF NOT EXISTS "health" ("ts" TIMESTAMP, "venue" SYMBOL, "symbol" SYMBOL, "kind" SYMBOL, "value" DOUBLE, "detail" VARCHAR) TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "venue", "symbol", "kind")
+    CREATE TABLE IF NOT EXISTS "health" ("ts" TIMESTAMP, "venue" SYMBOL, "symbol" SYMBOL, "kind" SYMBOL, "value" DOUBLE, "detail" VARCHAR, "seq" LONG) TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "venue", "symbol", "kind", "seq")
     """
     cols = ", ".join(f'"{n}" {_QDB_TYPES[k]}' for n, k in table.columns)
     keys = ", ".join(f'"{k}"' for k in table.keys)
@@ -38,17 +59,67 @@ def create_sql(table: Table) -> str:
     )
 
 
+class QuestDBHTTPError(SinkError):
+    """QuestDB answered over HTTP with an error (``status`` 0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def http_sql(http_url: str, sql: str, timeout: float = 30.0) -> dict[str, Any]:
     """Run one SQL statement on QuestDB's HTTP ``/exec``; raise :class:`SinkError` with QuestDB's message."""
     resp = httpx.get(f"{http_url.rstrip('/')}/exec", params={"query": sql}, timeout=timeout)
-    body: dict[str, Any] = resp.json()
+    try:
+        body: dict[str, Any] = resp.json()
+    except ValueError:
+        body = {"error": resp.text[:200]}
     if resp.status_code != 200 or "error" in body:
-        raise SinkError(f"QuestDB rejected {sql[:80]!r}: {body.get('error', resp.text)}")
+        raise QuestDBHTTPError(f"QuestDB at {http_url} rejected {sql[:80]!r}: HTTP {resp.status_code} "
+                               f"{body.get('error', resp.text[:200])}", resp.status_code)
     return body
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` may succeed: network trouble, timeouts, 5xx; not bad settings, rows or DDL."""
+    if isinstance(exc, QuestDBError):
+        return exc.code not in _PERMANENT_ILP
+    if isinstance(exc, QuestDBHTTPError):
+        return exc.status in _RETRY_STATUS
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
+
+
+def check_questdb(q: QuestDBSettings) -> None:
+    """Fail fast, in one line naming the setting, when the configured QuestDB cannot be used at all.
+
+    Checks the URL schemes and that ``SELECT 1`` answers within ``connect_timeout_s``. Raises :class:`ConfigError`.
+
+    >>> check_questdb(QuestDBSettings(http_url="127.0.0.1:9000"))
+    Traceback (most recent call last):
+    ccf.errors.ConfigError: CCF_QUESTDB__HTTP_URL='127.0.0.1:9000' is not an http:// or https:// URL
+    """
+    for var, url in ((URL_VAR, q.http_url), (ILP_URL_VAR, q.ilp_http_url)):
+        if url and httpx.URL(url).scheme not in ("http", "https"):
+            raise ConfigError(f"{var}={url!r} is not an http:// or https:// URL")
+    try:
+        http_sql(q.http_url, "SELECT 1", timeout=q.connect_timeout_s)
+    except (httpx.ConnectError, httpx.TimeoutException) as exc:
+        raise ConfigError(f"QuestDB at {URL_VAR}={q.http_url} cannot be reached ({_reason(exc)}); start it or fix "
+                          f"{URL_VAR}") from exc
+    except httpx.TransportError as exc:
+        raise ConfigError(f"QuestDB at {URL_VAR}={q.http_url} failed ({_reason(exc)}); fix {URL_VAR}") from exc
+    except QuestDBHTTPError as exc:
+        hint = " (credentials refused)" if exc.status in (401, 403) else ""
+        raise ConfigError(f"QuestDB at {URL_VAR}={q.http_url} does not answer SQL{hint}: {exc}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "..."
+
+
 class QuestDBWriter:
-    """Creates the tables once, then upserts rows through ILP over HTTP."""
+    """Creates the tables once, then upserts rows through ILP over HTTP (see the module docstring for retries)."""
 
     def __init__(
         self,
@@ -57,17 +128,32 @@ class QuestDBWriter:
         ilp_url: str | None = None,
         table_prefix: str = "",
         max_backoff_s: float = 10.0,
+        retry_timeout_s: float = 120.0,
+        initial_backoff_s: float = 0.2,
     ) -> None:
         self.http_url = http_url.rstrip("/")
         self.prefix = table_prefix
         self.tables = {t.name: t for t in tables}
         self.max_backoff_s = max_backoff_s
+        self.initial_backoff_s = initial_backoff_s
+        self.retry_timeout_s = retry_timeout_s
         self.failures = 0
+        self._rng = random.Random()
         addr = (ilp_url or http_url).split("://", 1)[-1].rstrip("/")
         self._conf = f"http::addr={addr};auto_flush=off;retry_timeout=2000;"
-        self._retry(lambda: [http_sql(self.http_url, create_sql(self._named(t))) for t in tables], "create tables")
+        try:
+            for t in tables:  # at start a refused connection is a wrong URL, not a restart: fail at once
+                self._retry(lambda t=t: http_sql(self.http_url, create_sql(self._named(t))),  # the default binds the loop variable
+                            f"create table {self.prefix + t.name}", transient=_transient_at_start)
+        except SinkError as exc:
+            raise ConfigError(f"{exc} (check {URL_VAR}, CCF_QUESTDB__TABLE_PREFIX)") from exc
         self.sender = Sender.from_conf(self._conf)
         self.sender.establish()  # type: ignore[no-untyped-call]  # the client's stub leaves it untyped
+
+    @classmethod
+    def from_settings(cls, q: QuestDBSettings, tables: Sequence[Table]) -> QuestDBWriter:
+        return cls(q.http_url, tables, ilp_url=q.ilp_url, table_prefix=q.table_prefix,
+                   retry_timeout_s=q.retry_timeout_s)
 
     def _named(self, t: Table) -> Table:
         return Table(self.prefix + t.name, t.columns, t.designated, t.keys) if self.prefix else t
@@ -97,20 +183,32 @@ class QuestDBWriter:
             buf.row(name, symbols=symbols, columns=columns, at=TimestampNanos(int(r[t.designated])))
             n += 1
         if n:
-            self._retry(lambda: self.sender.flush(buf, clear=False), f"write {n} rows to {name}")
+            self._retry(lambda: self.sender.flush(buf, clear=False), f"write of {n} rows to {name}", reconnect=True)
         return n
 
-    def _retry(self, fn: Any, what: str) -> Any:
-        delay = 0.2
+    def _retry(self, fn: Any, what: str, *, reconnect: bool = False, transient: Any = is_transient) -> Any:
+        """``fn()``, retried while its errors are transient, for at most ``retry_timeout_s`` in all."""
+        t0 = time.monotonic()
+        tries = 0
         while True:
             try:
                 return fn()
-            except Exception as exc:  # the server or the network: keep the rows, wait, try again
+            except Exception as exc:  # classified below: permanent errors and an exhausted budget raise SinkError
+                tries += 1
                 self.failures += 1
-                logger.warning("QuestDB %s failed (%s); retrying in %.1fs", what, exc, delay)
+                elapsed = time.monotonic() - t0
+                if not transient(exc):
+                    raise SinkError(f"QuestDB {what} at {URL_VAR}={self.http_url} failed: {_reason(exc)}") from exc
+                delay = backoff_delay(tries, self.initial_backoff_s, self.max_backoff_s, self._rng)
+                if elapsed + delay > self.retry_timeout_s:
+                    raise SinkError(
+                        f"QuestDB {what} at {URL_VAR}={self.http_url} still failing after {elapsed:.0f} s and "
+                        f"{tries} tries ({_reason(exc)}); is QuestDB up? ({RETRY_VAR}={self.retry_timeout_s:g})"
+                    ) from exc
+                logger.warning("QuestDB %s at %s failed (%s); retry %d in %.1fs", what, self.http_url,
+                               _reason(exc), tries, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
-                if what.startswith("write"):
+                if reconnect:
                     self._reconnect()
 
     def _reconnect(self) -> None:
@@ -126,3 +224,8 @@ class QuestDBWriter:
 
     def close(self) -> None:
         self.sender.close()
+
+
+def _transient_at_start(exc: BaseException) -> bool:
+    # refused or unresolvable when the writer starts: the URL is wrong (or QuestDB is not up): not worth waiting for
+    return is_transient(exc) and not isinstance(exc, httpx.ConnectError)

@@ -3,10 +3,13 @@
 One sink partition writes every table (so the embedded DuckDB store has one writer); it fans out to the configured
 writers: QuestDB or the embedded store, and Kafka when configured. Delivery is at-least-once with idempotent
 tables: a batch is written before Bytewax commits the epoch, and a replayed batch upserts the same keys.
+Making the sink checks the store it will write (:func:`check_store`), so a wrong QuestDB URL fails while the flow
+is built, in one line, not later inside the running dataflow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -46,9 +49,26 @@ def all_tables(settings: Settings) -> list[Table]:
 
 
 def health_rows(out: EngineOut) -> list[dict[str, Any]]:
-    """Problems one row each; late records summed per symbol and type (one row at the latest late event time)."""
-    rows = [
-        {
+    """One row per problem and per late record (``value`` 1), so ``sum(value)`` counts them.
+
+    Rows of the same ``(ts, venue, symbol, kind)`` differ in ``seq``, a hash of the problem's content and its
+    ordinal among identical problems of the batch: deterministic, so a batch replayed after a crash upserts the same
+    rows, however Bytewax splits the replay into batches (only byte-identical problems with the same time rely on
+    the ordinal).
+
+    >>> from ccf.engine import EngineOut
+    >>> out = EngineOut()
+    >>> out.problems += [{"ts": 5, "venue": "v", "symbol": "A", "error": "ParseError", "reason": r} for r in "xxy"]
+    >>> rows = health_rows(out)
+    >>> len(rows), len({(r["ts"], r["kind"], r["seq"]) for r in rows}), sum(r["value"] for r in rows)
+    (3, 3, 3.0)
+    >>> [r["seq"] for r in rows] == [r["seq"] for r in health_rows(out)]
+    True
+    """
+    seen: dict[str, int] = {}
+    rows = []
+    for p in out.problems:
+        row = {
             "ts": int(p.get("ts") or 0),
             "venue": p.get("venue", ""),
             "symbol": p.get("symbol", ""),
@@ -56,17 +76,32 @@ def health_rows(out: EngineOut) -> list[dict[str, Any]]:
             "value": 1.0,
             "detail": str(p.get("reason", ""))[:500],
         }
-        for p in out.problems
-    ]
-    late: dict[tuple[str, str, str], list[int]] = {}
+        row["seq"] = _seq(f"{row}|{p.get('raw', '')}", seen)
+        rows.append(row)
     for rec in out.late:
-        key = (getattr(rec, "venue", "news"), getattr(rec, "symbol", "ALL"), "late_" + type(rec).__name__.lower())
-        ts = getattr(rec, "ts_event", None) or getattr(rec, "fetched", 0)
-        late.setdefault(key, []).append(int(ts or 0))
-    for (venue, symbol, kind), stamps in late.items():
-        rows.append({"ts": max(stamps), "venue": venue, "symbol": symbol, "kind": kind, "value": float(len(stamps)),
-                     "detail": ""})
+        ts = int(getattr(rec, "ts_event", None) or getattr(rec, "fetched", 0) or 0)
+        row = {"ts": ts, "venue": getattr(rec, "venue", "news"), "symbol": getattr(rec, "symbol", "ALL"),
+               "kind": "late_" + type(rec).__name__.lower(), "value": 1.0, "detail": ""}
+        row["seq"] = _seq(repr(rec), seen)
+        rows.append(row)
     return rows
+
+
+def _seq(content: str, seen: dict[str, int]) -> int:
+    """63-bit hash of ``content`` and how often the same content came before it in this batch."""
+    n = seen.get(content, 0)
+    seen[content] = n + 1
+    digest = hashlib.blake2b(f"{n}|{content}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def check_store(settings: Settings) -> None:
+    """Fail now, in one line naming the setting, if the configured store cannot be used (QuestDB unreachable,
+    a URL that is not http(s)). Raises :class:`ccf.errors.ConfigError`. The embedded store needs no check."""
+    if settings.questdb.enabled:
+        from ccf.store.questdb_store import check_questdb
+
+        check_questdb(settings.questdb)
 
 
 class KafkaWriter:
@@ -159,18 +194,22 @@ def open_store(settings: Settings) -> Writer:
     if settings.questdb.enabled:
         from ccf.store.questdb_store import QuestDBWriter
 
-        q = settings.questdb
-        return QuestDBWriter(q.http_url, tables, ilp_url=q.ilp_url, table_prefix=q.table_prefix)
+        return QuestDBWriter.from_settings(settings.questdb, tables)
     from ccf.store.duckdb_store import DuckDBStore
 
     return DuckDBStore(settings.store.path, tables)
 
 
 class OutputSink(FixedPartitionedSink[EngineOut, None]):
-    """Every output of the features flow, through one partition. Items are ``(key, EngineOut)``."""
+    """Every output of the features flow, through one partition. Items are ``(key, EngineOut)``.
 
-    def __init__(self, settings: Settings) -> None:
+    Made with ``check=True`` (the default) it checks the store first (:func:`check_store`).
+    """
+
+    def __init__(self, settings: Settings, *, check: bool = True) -> None:
         self.settings = settings
+        if check:
+            check_store(settings)
 
     def list_parts(self) -> list[str]:
         return ["outputs"]

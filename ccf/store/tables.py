@@ -100,9 +100,10 @@ HEALTH = Table(
         ("kind", "symbol"),
         ("value", "float"),
         ("detail", "str"),
+        ("seq", "int"),  # tells apart problems of the same (ts, venue, symbol, kind): see ccf.store.sinks.health_rows
     ),
     "ts",
-    ("ts", "venue", "symbol", "kind"),
+    ("ts", "venue", "symbol", "kind", "seq"),
 )
 
 

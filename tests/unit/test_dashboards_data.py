@@ -113,7 +113,7 @@ def test_a_store_locked_by_a_writer_is_read_from_a_copy(settings: Settings, tmp_
     store.close()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "c.execute(\"INSERT INTO health VALUES (1, 'v', 'A', 'ParseError', 1.0, 'x')\"); print('ok', flush=True); "
+         "c.execute(\"INSERT INTO health VALUES (1, 'v', 'A', 'ParseError', 1.0, 'x', 0)\"); print('ok', flush=True); "
          "time.sleep(60)", str(settings.store.path)],
         stdout=subprocess.PIPE, text=True,
     )
