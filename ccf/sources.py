@@ -63,6 +63,10 @@ def chunk_by_key(records: Sequence[Any]) -> list[Chunk]:
     return list(groups.items())
 
 
+_MAX_SLEEP_S = 0.5
+"""Longest a paced partition sleeps between batches, so a stop request (:mod:`ccf.stopping`) is seen promptly."""
+
+
 class _RecordPartition(StatefulSourcePartition[Chunk, int]):
     def __init__(
         self,
@@ -83,6 +87,7 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
         self._pace = pace
         self._wall0: datetime | None = None
         self._awake: datetime | None = None
+        self._pending: Any = None  # read, not yet due (pace): emitted by a later call, not counted in the snapshot
         for _ in range(self._done):  # deterministic input: skip what an earlier run already emitted
             rec = next(self._it, None)
             if rec is None:
@@ -96,14 +101,12 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
     def next_batch(self) -> list[Chunk]:
         stopping.check(self._name)  # SIGINT/SIGTERM: end here, as at the end of the input
         out: list[Any] = []
-        limit = None
-        if self._pace > 0 and self._first_ts is not None:
+        if self._pace > 0:
             now = datetime.now(UTC)
             if self._wall0 is None:
                 self._wall0 = now
-            limit = self._first_ts + int((now - self._wall0).total_seconds() * 1e9 * self._pace)
         for _ in range(self._batch):
-            rec = next(self._it, None)
+            rec, self._pending = (self._pending, None) if self._pending is not None else (next(self._it, None), None)
             if rec is None:
                 if out:
                     break
@@ -116,16 +119,22 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
                 continue
             self._note_first(rec)
             assert self._first_ts is not None
-            ts = self._last_ts = _ts(rec)
+            ts = _ts(rec)
             if self._stop_after is not None and ts >= self._first_ts + self._stop_after:
                 if out:
                     break
                 raise StopIteration
+            if self._pace > 0:
+                assert self._wall0 is not None
+                limit = self._first_ts + int((now - self._wall0).total_seconds() * 1e9 * self._pace)
+                if ts > limit:  # not due yet: keep it for a later call (woken at most _MAX_SLEEP_S later)
+                    self._pending = rec
+                    wait = min((ts - limit) / 1e9 / self._pace, _MAX_SLEEP_S)
+                    self._awake = now + timedelta(seconds=wait)
+                    break
+            self._last_ts = ts
             out.append(rec)
             self._done += 1
-            if limit is not None and ts > limit:
-                self._awake = datetime.now(UTC) + timedelta(seconds=(ts - limit) / 1e9 / self._pace)
-                break
         return chunk_by_key(out)
 
     def next_awake(self) -> datetime | None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import httpx
 from questdb import QuestDBError, QuestDBErrorCode, Sender, TimestampNanos
@@ -25,6 +25,8 @@ from ccf.settings import QuestDBSettings
 from ccf.store.tables import Table
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _QDB_TYPES = {"ts": "TIMESTAMP", "symbol": "SYMBOL", "str": "VARCHAR", "float": "DOUBLE", "int": "LONG",
               "bool": "BOOLEAN"}
@@ -187,29 +189,14 @@ class QuestDBWriter:
         return n
 
     def _retry(self, fn: Any, what: str, *, reconnect: bool = False, transient: Any = is_transient) -> Any:
-        """``fn()``, retried while its errors are transient, for at most ``retry_timeout_s`` in all."""
-        t0 = time.monotonic()
-        tries = 0
-        while True:
-            try:
-                return fn()
-            except Exception as exc:  # classified below: permanent errors and an exhausted budget raise SinkError
-                tries += 1
-                self.failures += 1
-                elapsed = time.monotonic() - t0
-                if not transient(exc):
-                    raise SinkError(f"QuestDB {what} at {URL_VAR}={self.http_url} failed: {_reason(exc)}") from exc
-                delay = backoff_delay(tries, self.initial_backoff_s, self.max_backoff_s, self._rng)
-                if elapsed + delay > self.retry_timeout_s:
-                    raise SinkError(
-                        f"QuestDB {what} at {URL_VAR}={self.http_url} still failing after {elapsed:.0f} s and "
-                        f"{tries} tries ({_reason(exc)}); is QuestDB up? ({RETRY_VAR}={self.retry_timeout_s:g})"
-                    ) from exc
-                logger.warning("QuestDB %s at %s failed (%s); retry %d in %.1fs", what, self.http_url,
-                               _reason(exc), tries, delay)
-                time.sleep(delay)
-                if reconnect:
-                    self._reconnect()
+        def failed(exc: BaseException, tries: int, delay: float) -> None:
+            self.failures += 1
+            logger.warning("QuestDB %s at %s failed (%s); retry %d in %.1fs", what, self.http_url, _reason(exc),
+                           tries, delay)
+
+        return with_retries(fn, f"{what} at {URL_VAR}={self.http_url}", timeout_s=self.retry_timeout_s,
+                            initial_s=self.initial_backoff_s, max_s=self.max_backoff_s, rng=self._rng,
+                            transient=transient, on_retry=failed, after_wait=self._reconnect if reconnect else None)
 
     def _reconnect(self) -> None:
         try:
@@ -224,6 +211,43 @@ class QuestDBWriter:
 
     def close(self) -> None:
         self.sender.close()
+
+
+def with_retries(
+    fn: Callable[[], T],
+    what: str,
+    *,
+    timeout_s: float,
+    initial_s: float = 0.2,
+    max_s: float = 10.0,
+    rng: random.Random | None = None,
+    transient: Callable[[BaseException], bool] = is_transient,
+    on_retry: Callable[[BaseException, int, float], None] | None = None,
+    after_wait: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``fn()``, retried with capped, jittered exponential backoff while its errors are ``transient``, for at most
+    ``timeout_s`` in all; then (or at once for a permanent error) :class:`SinkError` naming ``what``."""
+    rng = rng or random.Random()
+    t0 = time.monotonic()
+    tries = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:  # classified: permanent errors and an exhausted budget raise SinkError
+            tries += 1
+            if not transient(exc):
+                raise SinkError(f"QuestDB {what} failed: {_reason(exc)}") from exc
+            elapsed = time.monotonic() - t0
+            delay = backoff_delay(tries, initial_s, max_s, rng)
+            if elapsed + delay > timeout_s:
+                raise SinkError(f"QuestDB {what} still failing after {elapsed:.0f} s and {tries} tries "
+                                f"({_reason(exc)}); is QuestDB up? ({RETRY_VAR}={timeout_s:g})") from exc
+            if on_retry is not None:
+                on_retry(exc, tries, delay)
+            sleep(delay)
+            if after_wait is not None:
+                after_wait()
 
 
 def _transient_at_start(exc: BaseException) -> bool:
