@@ -191,12 +191,13 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         for item in parsed:
             record, extra = item if isinstance(item, tuple) else (item, None)
             record = self.times.stamp(record)
-            if isinstance(record, BookSnapshot) and self.sync.on_snapshot(record, extra, out.health) is SNAPSHOT:
-                self.fetcher.succeeded(record.symbol)
-            if isinstance(record, BookSnapshot) and self._last_u.get(record.symbol, -1) < record.last_update_id:
-                self._held[record.symbol] = record  # ahead of the stream (it holds updates not received yet)
-                continue
-            self._held.pop(getattr(record, "symbol", ""), None)
+            if isinstance(record, BookSnapshot):
+                if self.sync.on_snapshot(record, extra, out.health) is SNAPSHOT:
+                    self.fetcher.succeeded(record.symbol)
+                if self._last_u.get(record.symbol, -1) < record.last_update_id:
+                    self._held[record.symbol] = record  # ahead of the stream (it holds updates not received yet)
+                    continue
+                self._held.pop(record.symbol, None)  # a newer snapshot the stream has reached replaces a held one
             out.records.append(record)
 
     def _retry(self, symbol: str, url: str) -> float | None:

@@ -261,42 +261,33 @@ def ingest_sigkill(ctx: Context) -> dict[str, Any]:
     return run("c_ingest_sigkill", ctx, inject, lossless=False)
 
 
-def kafka_restart(ctx: Context) -> dict[str, Any]:
-    """(d) Stop the Kafka broker for 10-20 s, start it again on the same port with its data."""
+def _service_outage(ctx: Context, service: str, kind: str, outage_s: tuple[float, float]) -> Any:
+    """An ``inject`` that stops ``service`` for a random time in ``outage_s`` and starts it again on its port."""
 
     def inject(p: Pipeline, f: Faults, rng: random.Random) -> None:
         frac = round(rng.uniform(0.3, 0.5), 3)
         p.wait_fraction(frac, ctx.streamed)
-        outage = round(rng.uniform(10.0, 20.0), 1)
-        t = p.stack.stop("kafka")
-        p.note("kafka stopped", at_fraction=frac)
+        outage = round(rng.uniform(*outage_s), 1)
+        t = p.stack.stop(service)
+        p.note(f"{service} stopped", at_fraction=frac)
         time.sleep(max(0.0, outage - (time.monotonic() - t)))
-        back = p.stack.start("kafka")
-        p.note("kafka started", down_s=round(back - t, 1))
-        f.injected.append({"kind": "broker_stop", "at_fraction": frac, "planned_s": outage,
+        back = p.stack.start(service)
+        p.note(f"{service} started", down_s=round(back - t, 1))
+        f.injected.append({"kind": kind, "at_fraction": frac, "planned_s": outage,
                            "down_s": round(back - t, 1), "t_mono": t})
-        f.resumed.append(("kafka back", back, False))
+        f.resumed.append((f"{service} back", back, False))
 
-    return run("d_kafka_restart", ctx, inject)
+    return inject
+
+
+def kafka_restart(ctx: Context) -> dict[str, Any]:
+    """(d) Stop the Kafka broker for 10-20 s, start it again on the same port with its data."""
+    return run("d_kafka_restart", ctx, _service_outage(ctx, "kafka", "broker_stop", (10.0, 20.0)))
 
 
 def questdb_restart(ctx: Context) -> dict[str, Any]:
     """(e) Stop QuestDB for ~10 s and start it again: the features job must stall and retry, dropping nothing."""
-
-    def inject(p: Pipeline, f: Faults, rng: random.Random) -> None:
-        frac = round(rng.uniform(0.3, 0.5), 3)
-        p.wait_fraction(frac, ctx.streamed)
-        outage = round(rng.uniform(8.0, 12.0), 1)
-        t = p.stack.stop("questdb")
-        p.note("questdb stopped", at_fraction=frac)
-        time.sleep(max(0.0, outage - (time.monotonic() - t)))
-        back = p.stack.start("questdb")
-        p.note("questdb started", down_s=round(back - t, 1))
-        f.injected.append({"kind": "questdb_stop", "at_fraction": frac, "planned_s": outage,
-                           "down_s": round(back - t, 1), "t_mono": t})
-        f.resumed.append(("questdb back", back, False))
-
-    return run("e_questdb_restart", ctx, inject)
+    return run("e_questdb_restart", ctx, _service_outage(ctx, "questdb", "questdb_stop", (8.0, 12.0)))
 
 
 def venue_faults(ctx: Context) -> dict[str, Any]:
