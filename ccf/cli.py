@@ -148,9 +148,10 @@ def record_cmd(
 
 # The TFT sidecar's commands live beside the models (models/cli.py imports only typer; torch and MLflow load when
 # a command runs).
-from models.cli import predict_cmd, train_cmd  # noqa: E402  # registered after the commands above
+from models.cli import predict_cmd, train_cmd, trainer_health_cmd  # noqa: E402  # registered after the commands above
 
 app.command("train")(train_cmd)
+app.command("trainer-health")(trainer_health_cmd)
 app.command("predict")(predict_cmd)
 
 

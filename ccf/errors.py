@@ -12,6 +12,7 @@
     │       ├── ChecksumError      a venue checksum that does not match our book
     │       └── CrossedBookError   best bid >= best ask after an update
     ├── ConnectionFailedError  a venue connection that failed N times in a row
+    ├── RetrainFailedError     the periodic retrain (``ccf train --every``) that failed N times in a row
     └── SinkError              a store or broker write that failed after its retries
 
 Raise with the identifiers in the message and ``from exc``. Bad *data* becomes an item on an error stream
@@ -76,6 +77,10 @@ class CrossedBookError(BookError):
 
 class ConnectionFailedError(CCFError):
     """A venue connection that failed too many times in a row."""
+
+
+class RetrainFailedError(CCFError):
+    """The periodic retrain failed too many times in a row."""
 
 
 class SinkError(CCFError):

@@ -239,6 +239,11 @@ class Settings(BaseSettings):
         """Heartbeat/status files that container healthchecks read."""
         return self.run_dir / "status"
 
+    @property
+    def trainer_status_path(self) -> Path:
+        """The periodic retrain's status (``ccf train --every`` writes it, ``ccf trainer-health`` reads it)."""
+        return self.status_dir / "trainer.json"
+
 
 def env_var_for(loc: tuple[int | str, ...]) -> str:
     """The environment variable behind a validation error location.

@@ -1,13 +1,14 @@
-"""``ccf train`` and ``ccf predict`` (registered on the ``ccf`` app by ``ccf/cli.py``).
+"""``ccf train``, ``ccf trainer-health`` and ``ccf predict`` (registered on the ``ccf`` app by ``ccf/cli.py``).
 
 Only typer is imported here; torch, pytorch-forecasting and MLflow are imported when a command runs.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -98,6 +99,76 @@ def _frame(settings: Settings, inputs: list[Path] | None, start: int | None, end
             if (start is None or r.window_start >= start) and (end is None or r.window_start < end)
             and (not symbols or f"{r.venue}:{r.symbol}" in symbols)]
     return rows_to_frame(rows)
+
+
+def trainer_health(status: Mapping[str, Any] | None, now: datetime, max_failures: int, grace: timedelta,
+                   every: timedelta | None = None) -> tuple[bool, str]:
+    """Is the periodic retrain healthy, by the status file :func:`models.train.run_every` writes? And a line saying why.
+
+    Healthy: fewer than ``max_failures`` failed runs in a row, and the last run ended (or, before any, the trainer
+    started) at most two periods (``every``, default the trainer's own) plus ``grace`` ago.
+
+    >>> t0 = datetime(2025, 11, 8, 13, 0, tzinfo=UTC)
+    >>> st = {"started": t0.isoformat(), "last_run": None, "consecutive_failures": 0, "every_s": 3600}
+    >>> trainer_health(st, t0 + timedelta(minutes=5), 3, timedelta(minutes=10))[0]
+    True
+    >>> trainer_health(st, t0 + timedelta(hours=3), 3, timedelta(minutes=10))
+    (False, 'unhealthy: no retrain has ended in 3:00:00 since the trainer started (limit 2 x 1:00:00 + 0:10:00)')
+    """
+    if status is None:
+        return False, "unhealthy: no trainer status (has `ccf train --every` started?)"
+    try:
+        failures = int(status.get("consecutive_failures") or 0)
+        period = every or timedelta(seconds=float(status["every_s"]))
+        last = status.get("last_run")
+        since = datetime.fromisoformat(last or status["started"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return False, f"unhealthy: unreadable trainer status ({type(exc).__name__}: {exc})"
+    age = timedelta(seconds=round((now - since).total_seconds()))
+    if failures >= max_failures:
+        return False, (f"unhealthy: {failures} failed retrains in a row (max {max_failures}), last: "
+                       f"{status.get('last_error', '')}")
+    limit = f"limit 2 x {period} + {grace}"
+    if age > 2 * period + grace:
+        what = f"last retrain ended {age} ago" if last else f"no retrain has ended in {age} since the trainer started"
+        return False, f"unhealthy: {what} ({limit})"
+    if not last:
+        return True, f"healthy: started {age} ago, no retrain ended yet ({limit})"
+    return True, (f"healthy: last retrain {'ok' if status.get('ok') else 'failed'} {age} ago, {failures} failed in a "
+                  f"row (max {max_failures}), next due {status.get('next_due')}")
+
+
+def trainer_health_cmd(
+    every: str = typer.Option(None, "--every", help="The trainer's period, e.g. 1h (default: its status file's)."),
+    grace: str = typer.Option(None, "--grace", help="Slack beyond two periods before a late retrain is unhealthy "
+                                                    "(default 10m)."),
+) -> None:
+    """Exit 0 when `ccf train --every` is healthy, 1 otherwise, with one line (the trainer container's healthcheck)."""
+    import json
+
+    from ccf.errors import CCFError
+    from ccf.settings import load_settings
+
+    try:
+        settings = load_settings()
+        period = slack = None
+        if every or grace:  # models.train (pandas, river) takes seconds to import: only when asked
+            from models.train import parse_duration
+
+            period = parse_duration(every) if every else None
+            slack = parse_duration(grace) if grace else None
+    except (CCFError, ValueError) as exc:  # exit 1, not 2: Docker reserves 2 for healthchecks
+        typer.echo(f"unhealthy: {' '.join(str(exc).split())}")
+        raise typer.Exit(1) from exc
+    path = settings.trainer_status_path
+    try:  # as models.train.read_status, without its imports
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        status = None
+    ok, line = trainer_health(status if isinstance(status, dict) else None, datetime.now(UTC),
+                              settings.trainer.max_failures, slack or timedelta(minutes=10), period)
+    typer.echo(f"{line} [{path}]")
+    raise typer.Exit(0 if ok else 1)
 
 
 def predict_cmd(

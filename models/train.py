@@ -4,16 +4,19 @@
 stopping and the gate); scaling statistics come from the training part only. :func:`train` adds the rest: it scores
 the validation window for the TFT, naive, the River baselines and the current champion with the shared scorer,
 logs everything to MLflow, registers the version, and moves the ``champion`` alias when :func:`models.evaluate.gate`
-says so. :func:`rolling_window` is what ``--every`` retrains on.
+says so. :func:`rolling_window` is what ``--every`` retrains on; :func:`run_every` is that loop, with a status file
+for the container's healthcheck (``ccf trainer-health``) and an end after too many failures in a row.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ccf.errors import RetrainFailedError
 from ccf.settings import Settings
 from models.dataset import FeatureSpec, check_frame, fingerprint, fit_spec, prepare
 from models.evaluate import (
@@ -330,20 +334,117 @@ def next_run(now: datetime, every: timedelta) -> datetime:
     return rolling_window(now, every, timedelta(0))[1] + every
 
 
-def run_every(settings: Settings, cfg: TrainConfig, every: timedelta, span: timedelta,
-              symbols: Sequence[str] | None, models: Sequence[str] | None = None) -> None:
-    """Retrain on the rolling window from the store forever (``ccf train --every``); a failed run is logged."""
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception on one line, at most 500 characters."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The status file :func:`run_every` writes, or ``None`` when it is missing or not a JSON object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_status(path: Path, status: dict[str, Any]) -> None:
+    """``status`` as JSON at ``path``, atomically: a reader sees the previous file or this one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(status, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def report_failure(settings: Settings, at: datetime, failures: int, error: str) -> None:
+    """A ``retrain_failed`` row (venue ``trainer``) in the store's health table, best effort: a store that cannot
+    be written is logged, never raised, so it cannot hide the training error."""
+    from ccf.store.sinks import open_store
+
+    row = {"ts": int(at.timestamp() * 1e9), "venue": "trainer", "symbol": "", "kind": "retrain_failed", "value": 1.0,
+           "detail": f"{failures} in a row (max {settings.trainer.max_failures}): {error}"[:500], "seq": failures}
+    quick = settings.model_copy(update={"questdb": settings.questdb.model_copy(update={"retry_timeout_s": 10.0})})
+    try:
+        store = open_store(quick)
+        try:
+            store.upsert("health", [row])
+        finally:
+            store.close()
+    except Exception as exc:  # best effort: the failed retrain is what matters (logged and in the status file)
+        logger.warning("could not write the failed retrain to the health table: %s", one_line(exc))
+
+
+def _store_retrain(settings: Settings, cfg: TrainConfig, symbols: Sequence[str] | None,
+                   models: Sequence[str] | None) -> Callable[[datetime, datetime], str]:
     from models import registry
     from models.sources import frame_from_store
 
     client = registry.open_client(settings)
+
+    def retrain(start: datetime, end: datetime) -> str:
+        frame = frame_from_store(settings, int(start.timestamp() * 1e9), int(end.timestamp() * 1e9), symbols)
+        result = train(frame, settings, cfg, models, client)
+        return f"version {result.version}, {result.decision.reason}"
+
+    return retrain
+
+
+def run_every(settings: Settings, cfg: TrainConfig, every: timedelta, span: timedelta,
+              symbols: Sequence[str] | None, models: Sequence[str] | None = None, *,
+              retrain: Callable[[datetime, datetime], str] | None = None,
+              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], datetime] = _now) -> None:
+    """Retrain on the rolling window from the store (``ccf train --every``): at start, then at every multiple of
+    ``every``, until ``settings.trainer.max_failures`` runs in a row have failed; then :class:`RetrainFailedError`.
+
+    A failed run is logged, written to the health table (:func:`report_failure`) and the loop goes on. After each
+    run ``settings.trainer_status_path`` holds (see :func:`write_status`) ``started``, ``last_run`` (when it ended),
+    ``ok``, ``consecutive_failures``, ``max_failures``, ``last_error`` and ``last_error_at`` (the latest failure, kept
+    after a success), ``next_due``, ``every_s`` and ``window``; times are ISO 8601 UTC. ``ccf trainer-health`` reads
+    it. The count of failures in a row carries over a restart (it is read back from that file), so a trainer that
+    keeps failing stays unhealthy and exits again after its next failure, until a run succeeds.
+
+    ``retrain(start, end)`` (default: read the store, :func:`train`, register) returns a line for the log; ``sleep``
+    and ``clock`` are for tests.
+    """
+    path = settings.trainer_status_path
+    limit = settings.trainer.max_failures
+    previous = read_status(path) or {}
+    failures = int(previous.get("consecutive_failures") or 0)
+    started = clock()
+    status: dict[str, Any] = {"last_run": None, "ok": None, "last_error": "", "last_error_at": None, **previous,
+                              "started": started.isoformat(), "consecutive_failures": failures,
+                              "max_failures": limit, "next_due": started.isoformat(),
+                              "every_s": every.total_seconds()}
+    write_status(path, status)
+    if retrain is None:
+        retrain = _store_retrain(settings, cfg, symbols, models)
     while True:
-        start, end = rolling_window(datetime.now(UTC), every, span)
+        start, end = rolling_window(clock(), every, span)
+        failed: Exception | None = None
         try:
-            frame = frame_from_store(settings, int(start.timestamp() * 1e9), int(end.timestamp() * 1e9), symbols)
-            result = train(frame, settings, cfg, models, client)
-            logger.info("retrain %s..%s: version %s, %s", start, end, result.version, result.decision.reason)
-        except Exception:  # one bad window (no data yet, a store outage) must not end the loop
-            logger.exception("retrain on %s..%s failed", start, end)
-        due = next_run(datetime.now(UTC), every)
-        time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+            summary = retrain(start, end)
+        except Exception as exc:  # one bad window (no data yet, a store outage) must not end the loop
+            failed = exc
+            failures += 1
+            logger.exception("retrain on %s..%s failed (%d in a row, at most %d)", start, end, failures, limit)
+        else:
+            failures = 0
+            logger.info("retrain %s..%s: %s", start, end, summary)
+        now = clock()
+        due = next_run(now, every)
+        status.update(last_run=now.isoformat(), ok=failed is None, consecutive_failures=failures,
+                      next_due=due.isoformat(), window=[start.isoformat(), end.isoformat()])
+        if failed is not None:
+            status.update(last_error=one_line(failed), last_error_at=now.isoformat())
+        write_status(path, status)
+        if failed is not None:
+            report_failure(settings, now, failures, status["last_error"])
+            if failures >= limit:
+                raise RetrainFailedError(
+                    f"retrains failed in a row: {failures} (CCF_TRAINER__MAX_FAILURES={limit}), the last on "
+                    f"{start.isoformat()}..{end.isoformat()}: {status['last_error']}") from failed
+        sleep(max(0.0, (due - clock()).total_seconds()))
