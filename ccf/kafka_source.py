@@ -13,8 +13,12 @@ the topic whose backlog comes back first no longer races ahead of the others. Re
 order (a merge, never a sort), so a venue's sequence on ``ccf.book`` is replayed exactly as it was published.
 
 Resume state: per topic-partition, the offset of the first message not yet released, so a restarted run neither
-loses nor repeats one (exactly-once into the flow's state with Bytewax recovery). A message that does not decode
-becomes a :class:`~ccf.errors.ParseError` in the dead-letter chunk, never a crash.
+loses nor repeats one (exactly-once into the flow's state with Bytewax recovery). The same offsets are committed to
+the consumer group (``CCF_KAFKA__GROUP_ID``) at each snapshot and every ``commit_every_s``, for lag monitors and for
+a start without recovery state, which begins where ``CCF_KAFKA__START_FROM`` says: the committed offsets (default;
+the beginning where the group has none), the beginning, or the end. Consumer lag (messages behind the end, per
+topic-partition) goes to ``health`` every ``lag_every_s``. A message that does not decode becomes a
+:class:`~ccf.errors.ParseError` in the dead-letter chunk, never a crash.
 """
 
 from __future__ import annotations
@@ -83,22 +87,27 @@ def event_time(rec: Any) -> int:
 
 class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
     def __init__(self, conf: dict[str, Any], tps: list[tuple[str, int]], resume: Resume | None, tail: bool,
-                 batch_size: int, idle_s: float = 2.0) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+                 batch_size: int, idle_s: float = 2.0, start_from: str = "committed", commit_every_s: float = 5.0,
+                 lag_every_s: float = 10.0) -> None:
+        from confluent_kafka import Consumer, TopicPartition
 
         self.tail = tail
         self.idle_s = idle_s
         self.blocking_since: dict[str, float] = {}  # at-end topic-partition -> when it began to hold records back
         self.batch_size = batch_size
         self.names = [f"{t}:{p}" for t, p in tps]
-        resume = resume or {}
-        self.next_offset: Resume = {n: resume.get(n, OFFSET_BEGINNING) for n in self.names}
+        self.tps = {f"{t}:{p}": (t, p) for t, p in tps}
+        self.consumer = Consumer({**conf, "enable.auto.commit": False, "enable.partition.eof": True})
+        self.next_offset: Resume = start_offsets(self.consumer, tps, resume or {}, start_from)
         self.buffers: dict[str, deque[tuple[int, int, Any]]] = {n: deque() for n in self.names}  # (ts, offset, rec)
         self.latest: dict[str, int] = {}
         self.at_end: dict[str, bool] = dict.fromkeys(self.names, False)
-        self.consumer = Consumer({**conf, "enable.auto.commit": False, "enable.partition.eof": True})
         self.consumer.assign([TopicPartition(t, p, self.next_offset[f"{t}:{p}"]) for t, p in tps])
         self._awake: datetime | None = None
+        self.commit_every_s, self.lag_every_s = commit_every_s, lag_every_s
+        self.committed: Resume = {}
+        now = time.monotonic()
+        self._next_commit, self._next_lag = now + commit_every_s, now + lag_every_s
 
     def next_batch(self) -> list[Chunk]:
         from confluent_kafka import KafkaError
@@ -122,6 +131,13 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
             if ts > self.latest.get(name, -1):
                 self.latest[name] = ts
         released = self._release()
+        now = time.monotonic()
+        if now >= self._next_commit:
+            self._next_commit = now + self.commit_every_s
+            self.commit()
+        if now >= self._next_lag:
+            self._next_lag = now + self.lag_every_s
+            dead.extend(self.lag())
         if not released and not dead:
             if not self.tail and all(self.at_end.values()) and not any(self.buffers.values()):
                 raise StopIteration
@@ -168,19 +184,77 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
         return awake
 
     def snapshot(self) -> Resume:
+        self.commit()
         return dict(self.next_offset)
 
+    def commit(self) -> None:
+        """Commit the released offsets that moved since the last commit (asynchronously: never waits on the broker)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        moved = {n: o for n, o in self.next_offset.items() if o >= 0 and self.committed.get(n) != o}
+        if not moved:
+            return
+        try:
+            self.consumer.commit(offsets=[TopicPartition(*self.tps[n], o) for n, o in moved.items()],
+                                 asynchronous=True)
+        except KafkaException as exc:  # the broker is away: the next commit carries the same offsets
+            logger.warning("committing offsets failed: %s", exc)
+            return
+        self.committed.update(moved)
+
+    def lag(self) -> list[dict[str, Any]]:
+        """Messages behind the end per topic-partition, as health entries (``value`` is the lag)."""
+        from confluent_kafka import TopicPartition
+
+        out = []
+        for n, (t, p) in self.tps.items():
+            try:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+            except Exception:  # no watermark known yet (nothing fetched from this partition): nothing to report
+                continue
+            if high < 0:
+                continue
+            nxt = self.next_offset[n]
+            behind = high - (nxt if nxt >= 0 else low)
+            out.append({"kind": "consumer_lag", "venue": "kafka", "symbol": n, "ts": time.time_ns(),
+                        "value": float(max(behind, 0)), "reason": f"{max(behind, 0)} messages behind on {n}"})
+        return out
+
     def close(self) -> None:
+        self.commit()
         self.consumer.close()
+
+
+def start_offsets(consumer: Any, tps: list[tuple[str, int]], resume: Resume, start_from: str) -> Resume:
+    """Where each topic-partition starts: its resume offset, else what ``start_from`` says (see the module docstring).
+    """
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+
+    out: Resume = {f"{t}:{p}": resume[f"{t}:{p}"] for t, p in tps if f"{t}:{p}" in resume}
+    fresh = [(t, p) for t, p in tps if f"{t}:{p}" not in out]
+    if not fresh:
+        return out
+    if start_from == "committed":
+        committed = consumer.committed([TopicPartition(t, p) for t, p in fresh], timeout=30)
+        for tp in committed:
+            out[f"{tp.topic}:{tp.partition}"] = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        logger.info("no recovery state: starting at the committed offsets %s (-2: the beginning)",
+                    {f"{t}:{p}": out[f"{t}:{p}"] for t, p in fresh})
+    else:
+        for t, p in fresh:
+            out[f"{t}:{p}"] = OFFSET_BEGINNING if start_from == "earliest" else OFFSET_END
+    return out
 
 
 class AlignedKafkaSource(FixedPartitionedSource[Chunk, Resume]):
     """Partition ``p`` of every topic in one Bytewax partition, merged in event time (see the module docstring)."""
 
     def __init__(self, conf: dict[str, Any], topics: list[str], tail: bool = True, batch_size: int = 5000,
-                 idle_s: float = 2.0) -> None:
+                 idle_s: float = 2.0, start_from: str = "committed", commit_every_s: float = 5.0,
+                 lag_every_s: float = 10.0) -> None:
         self.conf = conf
         self.idle_s = idle_s
+        self.start_from, self.commit_every_s, self.lag_every_s = start_from, commit_every_s, lag_every_s
         self.topics = topics
         self.tail = tail
         self.batch_size = batch_size
@@ -202,7 +276,8 @@ class AlignedKafkaSource(FixedPartitionedSource[Chunk, Resume]):
     def build_part(self, step_id: str, for_part: str, resume_state: Resume | None) -> _AlignedPartition:
         p = int(for_part[1:])
         tps = [(t, p) for t, n in self._partitions().items() if p < n]
-        return _AlignedPartition(self.conf, tps, resume_state, self.tail, self.batch_size, self.idle_s)
+        return _AlignedPartition(self.conf, tps, resume_state, self.tail, self.batch_size, self.idle_s,
+                                 self.start_from, self.commit_every_s, self.lag_every_s)
 
 
 def _existing(settings: Settings, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -214,12 +289,14 @@ def _existing(settings: Settings, names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def raw_topics_source(settings: Settings, topics: tuple[str, ...] | None = None) -> AlignedKafkaSource:
-    """Read the raw topics from the beginning (``ccf.news`` too when news is enabled, and ``ccf.predictions`` when it
+    """Read the raw topics (``ccf.news`` too when news is enabled, and ``ccf.predictions`` when it
     exists); with ``CCF_STOP_AFTER`` set, stop at their end instead of tailing."""
     if topics is None:
         topics = (*RAW_TOPICS, "news") if settings.news.enabled else RAW_TOPICS
         topics = (*topics, *_existing(settings, OPTIONAL_TOPICS))
     conf: dict[str, Any] = dict(settings.kafka.client_config())
     conf["group.id"] = settings.kafka.group_id
-    return AlignedKafkaSource(conf, [settings.kafka.topic_prefix + t for t in topics], tail=settings.stop_after is None,
-                              idle_s=settings.kafka.idle_s)
+    k = settings.kafka
+    return AlignedKafkaSource(conf, [k.topic_prefix + t for t in topics], tail=settings.stop_after is None,
+                              idle_s=k.idle_s, start_from=k.start_from, commit_every_s=k.commit_every_s,
+                              lag_every_s=k.lag_every_s)

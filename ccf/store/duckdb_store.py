@@ -74,6 +74,12 @@ class DuckDBStore:
         self.con.executemany(f'INSERT OR REPLACE INTO "{table}" ({cols}) VALUES ({marks})', data)
         return len(data)
 
+    def high_water(self, table: str, ts: str, by: Sequence[str]) -> dict[tuple[str, ...], int]:
+        """The newest ``ts`` (microseconds) per ``by`` series in ``table`` (see :mod:`ccf.store.high_water`)."""
+        cols = ", ".join(f'"{c}"' for c in by)
+        rows = self.con.execute(f'SELECT {cols}, max("{ts}") FROM "{table}" GROUP BY {cols}').fetchall()
+        return {tuple(str(v) for v in r[:-1]): int(r[-1]) // 1000 for r in rows}
+
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.con.execute(sql, params or []).fetchall()
 

@@ -151,11 +151,34 @@ class QuestDBWriter:
             raise ConfigError(f"{exc} (check {URL_VAR}, CCF_QUESTDB__TABLE_PREFIX)") from exc
         self.sender = Sender.from_conf(self._conf)
         self.sender.establish()  # type: ignore[no-untyped-call]  # the client's stub leaves it untyped
+        self._broken = False
 
     @classmethod
     def from_settings(cls, q: QuestDBSettings, tables: Sequence[Table]) -> QuestDBWriter:
         return cls(q.http_url, tables, ilp_url=q.ilp_url, table_prefix=q.table_prefix,
                    retry_timeout_s=q.retry_timeout_s)
+
+    def high_water(self, table: str, ts: str, by: Sequence[str]) -> dict[tuple[str, ...], int]:
+        """The newest ``ts`` (microseconds) per ``by`` series in ``table`` (see :mod:`ccf.store.high_water`), once
+        the table's write-ahead log is applied (rows a killed run committed are not yet visible until then)."""
+        name = self.prefix + table
+        self._wal_applied(name)
+        cols = ", ".join(f'"{c}"' for c in by)
+        sql = f'SELECT {cols}, cast(max("{ts}") AS LONG) FROM "{name}" GROUP BY {cols}'
+        body = self._retry(lambda: http_sql(self.http_url, sql), f"read of {name}")
+        return {tuple(str(v) for v in r[:-1]): int(r[-1]) for r in body.get("dataset", []) if r[-1] is not None}
+
+    def _wal_applied(self, name: str, wait_s: float = 30.0) -> None:
+        sql = f"SELECT writerTxn, sequencerTxn, suspended FROM wal_tables() WHERE name = '{name}'"
+        deadline = time.monotonic() + wait_s
+        while True:
+            rows = self._retry(lambda: http_sql(self.http_url, sql), f"WAL state of {name}").get("dataset", [])
+            if not rows or rows[0][0] >= rows[0][1] or rows[0][2]:
+                return
+            if time.monotonic() > deadline:
+                logger.warning("QuestDB has not applied %s's write-ahead log after %.0f s", name, wait_s)
+                return
+            time.sleep(0.2)
 
     def _named(self, t: Table) -> Table:
         return Table(self.prefix + t.name, t.columns, t.designated, t.keys) if self.prefix else t
@@ -185,10 +208,19 @@ class QuestDBWriter:
             buf.row(name, symbols=symbols, columns=columns, at=TimestampNanos(int(r[t.designated])))
             n += 1
         if n:
-            self._retry(lambda: self.sender.flush(buf, clear=False), f"write of {n} rows to {name}", reconnect=True)
+            self._retry(lambda: self._flush(buf), f"write of {n} rows to {name}")
         return n
 
-    def _retry(self, fn: Any, what: str, *, reconnect: bool = False, transient: Any = is_transient) -> Any:
+    def _flush(self, buf: Any) -> None:
+        if self._broken:  # a failed flush leaves the sender unusable: a new one, in the retried call
+            self._open_sender()
+        try:
+            self.sender.flush(buf, clear=False)
+        except QuestDBError:
+            self._broken = True
+            raise
+
+    def _retry(self, fn: Any, what: str, *, transient: Any = is_transient) -> Any:
         def failed(exc: BaseException, tries: int, delay: float) -> None:
             self.failures += 1
             logger.warning("QuestDB %s at %s failed (%s); retry %d in %.1fs", what, self.http_url, _reason(exc),
@@ -196,18 +228,16 @@ class QuestDBWriter:
 
         return with_retries(fn, f"{what} at {URL_VAR}={self.http_url}", timeout_s=self.retry_timeout_s,
                             initial_s=self.initial_backoff_s, max_s=self.max_backoff_s, rng=self._rng,
-                            transient=transient, on_retry=failed, after_wait=self._reconnect if reconnect else None)
+                            transient=transient, on_retry=failed)
 
-    def _reconnect(self) -> None:
+    def _open_sender(self) -> None:
         try:
             self.sender.close()
         except Exception:  # closing a broken sender may fail the same way; a new one follows
             logger.debug("closing the QuestDB sender failed", exc_info=True)
-        self.sender = Sender.from_conf(self._conf)
-        try:
-            self.sender.establish()  # type: ignore[no-untyped-call]  # as above
-        except Exception:  # still down: the next retry tries again
-            logger.debug("QuestDB still unreachable", exc_info=True)
+        sender = Sender.from_conf(self._conf)
+        sender.establish()  # type: ignore[no-untyped-call]  # still down: raises, and the retry tries again
+        self.sender, self._broken = sender, False
 
     def close(self) -> None:
         self.sender.close()
@@ -223,7 +253,6 @@ def with_retries(
     rng: random.Random | None = None,
     transient: Callable[[BaseException], bool] = is_transient,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
-    after_wait: Callable[[], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """``fn()``, retried with capped, jittered exponential backoff while its errors are ``transient``, for at most
@@ -246,8 +275,6 @@ def with_retries(
             if on_retry is not None:
                 on_retry(exc, tries, delay)
             sleep(delay)
-            if after_wait is not None:
-                after_wait()
 
 
 def _transient_at_start(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from ccf.engine import EngineOut
 from ccf.schemas import FeatureRow, Prediction, Score, encode, record_key
 from ccf.settings import Settings
+from ccf.store.high_water import HighWater
 from ccf.store.tables import (
     HEALTH,
     SCORES,
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 class Writer(Protocol):
     def upsert(self, table: str, rows: Sequence[dict[str, Any]]) -> int: ...
+
+    def high_water(self, table: str, ts: str, by: Sequence[str]) -> dict[tuple[str, ...], int]: ...
 
     def close(self) -> None: ...
 
@@ -73,7 +76,7 @@ def health_rows(out: EngineOut) -> list[dict[str, Any]]:
             "venue": p.get("venue", ""),
             "symbol": p.get("symbol", ""),
             "kind": p.get("error", "problem"),
-            "value": 1.0,
+            "value": float(p.get("value", 1.0)),
             "detail": str(p.get("reason", ""))[:500],
         }
         row["seq"] = _seq(f"{row}|{p.get('raw', '')}", seen)
@@ -152,24 +155,25 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         self.where = where
         self.written = {"features": 0, "predictions": 0, "scores": 0, "health": 0}
         self.symbols: set[str] = set()
+        self.held = HighWater.load(store.high_water)
 
     def write_batch(self, items: list[EngineOut]) -> None:
-        rows = [r for o in items for r in o.rows]
-        preds = [p for o in items for p in o.predictions]
-        scores = [s for o in items for s in o.scores]
+        quantiles = self.quantiles
+        new = {
+            "features": self.held.keep("features", [(r, feature_row_values(r)) for o in items for r in o.rows]),
+            "predictions": self.held.keep(
+                "predictions", [(p, prediction_values(p, quantiles)) for o in items for p in o.predictions]),
+            "scores": self.held.keep("scores", [(s, score_values(s)) for o in items for s in o.scores]),
+        }
         health = [h for o in items for h in health_rows(o)]
-        self.symbols.update(f"{r.venue}:{r.symbol}" for r in rows)
-        self.written["features"] += self.store.upsert("features", [feature_row_values(r) for r in rows])
-        self.written["predictions"] += self.store.upsert(
-            "predictions", [prediction_values(p, self.quantiles) for p in preds]
-        )
-        self.written["scores"] += self.store.upsert("scores", [score_values(s) for s in scores])
-        self.written["health"] += self.store.upsert("health", health)
-        if self.kafka is not None:
-            self.kafka.send("features", rows)
-            self.kafka.send("predictions", preds)
-            self.kafka.send("scores", scores)
+        self.symbols.update(f"{r.venue}:{r.symbol}" for o in items for r in o.rows)
+        if self.kafka is not None:  # Kafka first: the store's newest rows tell a restart what is done
+            for table, pairs in new.items():
+                self.kafka.send(table, [rec for rec, _ in pairs])
             self.kafka.flush()
+        for table, pairs in new.items():
+            self.written[table] += self.store.upsert(table, [v for _, v in pairs])
+        self.written["health"] += self.store.upsert("health", health)
 
     def snapshot(self) -> None:
         return None
@@ -180,12 +184,18 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         print(
             f"ccf features: {w['features']} feature rows, {w['predictions']} predictions, {w['scores']} scores, "
             f"{w['health']} health rows for {len(self.symbols)} symbols ({', '.join(sorted(self.symbols))}) "
-            f"-> {self.where}",
+            f"-> {self.where}{_held_note(self.held.dropped)}",
             flush=True,
         )
         self.store.close()
         if self.kafka is not None:
             self.kafka.close()
+
+
+def _held_note(dropped: dict[str, int]) -> str:
+    if not any(dropped.values()):
+        return ""
+    return " (already in the store, not rewritten: " + ", ".join(f"{n} {t}" for t, n in dropped.items() if n) + ")"
 
 
 def open_store(settings: Settings) -> Writer:
