@@ -39,6 +39,13 @@ class KafkaSettings(BaseModel):
     idle_s: float = Field(
         default=2.0, ge=0, description="how long a topic-partition at its end may hold the event-time merge back"
     )
+    start_from: Literal["committed", "earliest", "latest"] = Field(
+        default="committed",
+        description="where the features job starts without recovery state: its group's committed offsets "
+        "(the beginning where none are committed), the beginning, or the end",
+    )
+    commit_every_s: float = Field(default=5.0, gt=0, description="how often released offsets are committed")
+    lag_every_s: float = Field(default=10.0, gt=0, description="how often consumer lag is reported to health")
 
     @property
     def enabled(self) -> bool:
