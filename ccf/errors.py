@@ -12,6 +12,7 @@
     │       ├── ChecksumError      a venue checksum that does not match our book
     │       └── CrossedBookError   best bid >= best ask after an update
     ├── ConnectionFailedError  a venue connection that failed N times in a row
+    │   └── WorkerDiedError    its worker thread died N times in a row (the last exception is the cause)
     ├── RetrainFailedError     the periodic retrain (``ccf train --every``) that failed N times in a row
     └── SinkError              a store or broker write that failed after its retries
 
@@ -81,6 +82,10 @@ class ConnectionFailedError(CCFError):
 
 class RetrainFailedError(CCFError):
     """The periodic retrain failed too many times in a row."""
+
+
+class WorkerDiedError(ConnectionFailedError):
+    """A connection whose worker thread died too many times in a row; ``__cause__`` is the last exception."""
 
 
 class SinkError(CCFError):

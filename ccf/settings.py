@@ -113,6 +113,9 @@ class VenueSettings(BaseModel):
     )
     seed: int = 7
     reconnect_max_tries: int = Field(default=10, ge=1)
+    max_worker_restarts: int = Field(
+        default=5, ge=0, description="restarts in a row of a websocket worker that died with no message in between"
+    )
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     silence_timeout_s: float = Field(default=30.0, gt=0)

@@ -10,7 +10,8 @@ Items (what the source emits, in receipt order per connection):
 * :class:`HealthEvent` ``(conn, session, ts, kind, detail, attempt)``: ``connecting``, ``connected``,
   ``subscribed`` (first message after subscribing, and REST snapshots fetched: backoff resets), ``disconnected``,
   ``stalled`` (silence watchdog fired), ``max_age`` (proactive reconnect), ``backoff`` (detail = delay), ``rest_failed``,
-  ``failed`` and ``ended``. Route them with ``isinstance`` to a health stream.
+  ``worker_died`` (detail = the error line), ``failed`` and ``ended``. Route them with ``isinstance`` to a health
+  stream.
 
 Resilience: capped, jittered exponential backoff (``initial * 2**(n-1)`` capped at ``backoff_max_s``, then drawn
 uniformly from its upper half) that resets after a good subscribe; a silence watchdog (no message for
@@ -18,6 +19,13 @@ uniformly from its upper half) that resets after a good subscribe; a silence wat
 without backoff, before ``max_age_s`` (Binance closes at 24 h); after ``max_tries`` consecutive failed tries,
 :class:`ccf.errors.ConnectionFailedError` is raised from ``next_batch``. A server closing with code 1000 and reason
 :data:`END_OF_DATA_REASON` (our replay server at the end of a capture) ends the source when ``stop_on_end_of_data``.
+
+Worker deaths: an exception the client does not handle (a bug, or an error of a kind no rule above names), in the
+connection loop or in a session's helpers (watchdog, REST snapshots), is caught at the top of the client's thread and
+logged there once with its traceback; a thread that is gone without having ended (no ``ended``/``failed``, no stop
+asked for) counts the same. :meth:`WsClient.drain` notices either: ``worker_died``, then a restart after the same
+backoff (a new session, like a reconnect), or, after ``max_restarts`` restarts in a row without a message received in
+between, ``failed`` and :class:`ccf.errors.WorkerDiedError` (its ``__cause__`` the last exception) from ``next_batch``.
 
 Bytewax: :class:`WsSource` is a ``FixedPartitionedSource``; parallelism unit = one connection (a partition), spread
 over workers. ``next_batch`` never blocks and returns everything queued; when nothing is queued it asks to be woken
@@ -32,15 +40,15 @@ The client thread starts when Bytewax builds the partition, never at import.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, ClassVar
 
 import aiohttp
 import msgspec
@@ -49,136 +57,45 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ccf.backoff import backoff_delay as backoff_delay  # re-exported (ccf.ingest.fetcher imports it from here)
-from ccf.errors import ConnectionFailedError
-from ccf.settings import VenueSettings
+from ccf.errors import ConnectionFailedError, WorkerDiedError
+from ccf.wsource_rest import fetch_rest as fetch_rest  # re-exported, like everything from ccf.wsource_*
+from ccf.wsource_rest import fetch_rest_sync as fetch_rest_sync
+from ccf.wsource_types import END_OF_DATA_REASON as END_OF_DATA_REASON
+from ccf.wsource_types import Frame as Frame
+from ccf.wsource_types import HealthEvent as HealthEvent
+from ccf.wsource_types import HealthKind as HealthKind
+from ccf.wsource_types import WsConfig as WsConfig
+from ccf.wsource_types import WsConnection as WsConnection
+from ccf.wsource_types import WsItem as WsItem
 
 logger = logging.getLogger(__name__)
 
-END_OF_DATA_REASON: Final = "end of data"
-"""Close reason (with code 1000) by which a server says its data has ended."""
 
-HealthKind: TypeAlias = Literal[
-    "connecting", "connected", "subscribed", "disconnected", "stalled", "max_age", "backoff", "rest_failed", "failed",
-    "ended",
-]  # fmt: skip
-
-
-class Frame(msgspec.Struct, frozen=True, tag="frame"):
-    """One raw message as received (``url == ""``) or one REST answer (``url`` = what was fetched)."""
-
-    conn: str
-    session: int
-    ts_recv: int
-    data: str | bytes
-    url: str = ""
+def error_line(exc: BaseException | None) -> str:
+    """What a worker died of, in one line."""
+    if exc is None:
+        return "worker thread gone without an end"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
 
 
-class HealthEvent(msgspec.Struct, frozen=True, tag="health"):
-    """Something that happened to a connection (see the module docstring for the kinds)."""
-
-    conn: str
-    session: int
-    ts: int
-    kind: HealthKind
-    detail: str = ""
-    attempt: int = 0
-
-
-WsItem: TypeAlias = Frame | HealthEvent
-
-
-@dataclass(frozen=True)
-class WsConnection:
-    """One connection: where to connect, what to send after connecting, which REST bodies to fetch per session."""
-
-    name: str
-    url: str
-    subscribe: tuple[str, ...] = ()
-    rest_urls: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class WsConfig:
-    """Transport behaviour shared by all connections (see the module docstring)."""
-
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    max_tries: int = 10
-    silence_timeout_s: float = 30.0
-    max_age_s: float | None = 23.5 * 3600
-    open_timeout_s: float = 10.0
-    close_timeout_s: float = 2.0
-    ping_interval_s: float | None = 20.0
-    rest_tries: int = 3
-    rest_timeout_s: float = 10.0
-    max_frames: int | None = None
-    stop_on_end_of_data: bool = False
-    health_events: bool = True
-    poll_interval_s: float = 0.005
-    use_env_proxy: bool = True
-
-    @classmethod
-    def from_settings(cls, venues: VenueSettings, **overrides: Any) -> WsConfig:
-        base = cls(
-            backoff_initial_s=venues.backoff_initial_s,
-            backoff_max_s=venues.backoff_max_s,
-            max_tries=venues.reconnect_max_tries,
-            silence_timeout_s=venues.silence_timeout_s,
-        )
-        return replace(base, **overrides)
-
-
-_RETRY_STATUS: Final = frozenset({418, 429, 500, 502, 503, 504})
-
-
-async def fetch_rest(
-    url: str,
-    *,
-    session: aiohttp.ClientSession | None = None,
-    tries: int = 3,
-    backoff_initial_s: float = 0.5,
-    backoff_max_s: float = 5.0,
-    timeout_s: float = 10.0,
-) -> tuple[int, bytes]:
-    """GET ``url`` with retries; returns ``(ts_recv ns, body)``. Retries connection errors, timeouts, 5xx and rate
-    limits (429/418, honouring ``Retry-After`` up to ``backoff_max_s``); raises :class:`ConnectionFailedError` after
-    ``tries`` or at once on another 4xx."""
-    own = session is None
-    sess = session or aiohttp.ClientSession()
-    rng = random.Random()
+def close_loop(loop: asyncio.AbstractEventLoop, name: str) -> None:
+    """Cancel what is left on a worker's loop and close it (never raises: the thread is ending)."""
     try:
-        for attempt in range(1, tries + 1):
-            wait = backoff_delay(attempt, backoff_initial_s, backoff_max_s, rng)
-            try:
-                async with sess.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                    body = await resp.read()
-                    ts = time.time_ns()
-                    if resp.status == 200:
-                        return ts, body
-                    problem = f"HTTP {resp.status}: {body[:200]!r}"
-                    if resp.status not in _RETRY_STATUS:
-                        raise ConnectionFailedError(f"GET {url}: {problem} (not retried)")
-                    retry_after = resp.headers.get("Retry-After", "")
-                    if retry_after.isdigit():
-                        wait = min(backoff_max_s, float(retry_after))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = repr(exc)
-            logger.warning("GET %s failed (try %d/%d): %s", url, attempt, tries, problem)
-            if attempt < tries:
-                await asyncio.sleep(wait)
-        raise ConnectionFailedError(f"GET {url}: failed {tries} times, last: {problem}")
+        left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except Exception:
+        logger.exception("ws %s: closing the worker's event loop failed", name)
     finally:
-        if own:
-            await sess.close()
-
-
-def fetch_rest_sync(url: str, **kwargs: Any) -> tuple[int, bytes]:
-    """:func:`fetch_rest` for code outside an event loop."""
-    return asyncio.run(fetch_rest(url, **kwargs))
+        loop.close()
 
 
 class WsClient:
-    """One connection, kept alive in a daemon thread with its own event loop; :meth:`drain` takes what arrived."""
+    """One connection, kept alive in a daemon thread with its own event loop; :meth:`drain` takes what arrived and
+    restarts a thread that died (see the module docstring)."""
 
     def __init__(self, conn: WsConnection, config: WsConfig, *, frames: int = 0, sessions: int = 0) -> None:
         self.conn = conn
@@ -187,6 +104,13 @@ class WsClient:
         self.session = sessions
         self.failed: ConnectionFailedError | None = None
         self.done = False
+        self.deaths = 0  # worker deaths in a row, without a message received in between
+        self.restarts = 0
+        self._error: BaseException | None = None  # what the thread died of (set by the thread, read once it is gone)
+        self._crash: BaseException | None = None  # what a session helper task died of
+        self._stopping = False
+        self._restart_at: float | None = None
+        self._life_frames = frames
         self._out: deque[WsItem] = deque()
         self._failures = 0
         self._rng = random.Random()
@@ -197,37 +121,71 @@ class WsClient:
         self._why = ""
 
     def start(self) -> WsClient:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=f"ws-{self.conn.name}", daemon=True)
+        self._loop = loop = asyncio.new_event_loop()
+        self._life_frames = self.frames
+        self._thread = threading.Thread(target=self._run, args=(loop,), name=f"ws-{self.conn.name}", daemon=True)
         self._thread.start()
         return self
 
     def drain(self) -> list[WsItem]:
-        """Everything received since the last call (never blocks)."""
+        """Everything received since the last call (never blocks); notices a dead worker thread and restarts it."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not (self.done or self.failed or self._stopping):
+            self._thread = None  # gone: it appends nothing more, so what it queued comes before what _died says
+            self._died()
+        elif self._restart_at is not None and time.monotonic() >= self._restart_at and not self._stopping:
+            self._restart_at = None
+            self.restarts += 1
+            self.start()
         out = self._out
         return [out.popleft() for _ in range(len(out))]
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping = True
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or not thread.is_alive():
             return
-        loop.call_soon_threadsafe(lambda: self._task.cancel() if self._task is not None else None)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the thread is ending anyway
+            loop.call_soon_threadsafe(lambda: self._task.cancel() if self._task is not None else None)
         thread.join(timeout_s)
 
-    def _run(self) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
         try:
-            self._task = self._loop.create_task(self._main())
-            self._loop.run_until_complete(self._task)
+            self._task = loop.create_task(self._main())
+            loop.run_until_complete(self._task)
         except asyncio.CancelledError:
-            pass
+            pass  # stop(); a cancellation nobody asked for leaves done/failed unset: drain() counts it as a death
+        except Exception as exc:  # whatever no rule handles: the one log with its traceback; drain() takes it on
+            logger.exception("ws %s session %d: worker died", self.conn.name, self.session)
+            self._error = exc
         finally:
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
+            close_loop(loop, self.conn.name)
+
+    def _died(self) -> None:
+        """The worker thread is gone without having ended: restart it after a backoff, or fail after too many."""
+        exc, self._error = self._error, None
+        line = error_line(exc)
+        if exc is None:
+            logger.error("ws %s session %d: worker thread gone without an end", self.conn.name, self.session)
+        self.deaths = 1 if self.frames > self._life_frames else self.deaths + 1
+        self._health("worker_died", line, self.deaths)
+        cfg = self.config
+        if self.deaths > cfg.max_restarts:
+            self.failed = WorkerDiedError(
+                f"{self.conn.name} ({self.conn.url}): worker died {self.deaths} times in a row without a message"
+                f" in between ({cfg.max_restarts} restarts), last: {line}"
+            )
+            self.failed.__cause__ = exc
+            self._health("failed", str(self.failed), self.deaths)
+            return
+        delay = backoff_delay(self.deaths, cfg.backoff_initial_s, cfg.backoff_max_s, self._rng)
+        self._health("backoff", f"{delay:.3f}", self.deaths)
+        self._restart_at = time.monotonic() + delay
 
     def _health(self, kind: HealthKind, detail: str = "", attempt: int = 0) -> None:
-        log = logger.warning if kind in ("disconnected", "stalled", "rest_failed", "failed") else logger.info
+        warn = ("disconnected", "stalled", "rest_failed", "worker_died", "failed")
+        log = logger.warning if kind in warn else logger.info
         log("ws %s session %d: %s %s", self.conn.name, self.session, kind, detail)
         if self.config.health_events:
             self._out.append(HealthEvent(self.conn.name, self.session, time.time_ns(), kind, detail, attempt))
@@ -275,7 +233,7 @@ class WsClient:
             return "fail"
         self._health("connected")
         self._last_msg = loop.time()
-        watchdog = asyncio.create_task(self._watch(ws, loop.time()))
+        watchdog = asyncio.create_task(self._guard(ws, self._watch(ws, loop.time())))
         rest: asyncio.Task[None] | None = None
         outcome, self._why = "fail", ""
         try:
@@ -288,7 +246,7 @@ class WsClient:
                 self.frames += 1
                 if first:
                     first = False
-                    rest = asyncio.create_task(self._after_subscribe(http, ws))
+                    rest = asyncio.create_task(self._guard(ws, self._after_subscribe(http, ws)))
                 if cfg.max_frames is not None and self.frames >= cfg.max_frames:
                     outcome = "end"
                     break
@@ -299,6 +257,9 @@ class WsClient:
             if rest is not None:
                 rest.cancel()
             await ws.close()
+        if self._crash is not None:  # a helper died: so does the worker, of the same exception
+            crash, self._crash = self._crash, None
+            raise crash
         if outcome == "end":
             return outcome
         if self._why in ("stalled", "max_age") or self._why.startswith("rest:"):
@@ -309,6 +270,14 @@ class WsClient:
         self._why = f"closed: code={code} reason={reason!r}"
         self._health("disconnected", self._why)
         return "fail"
+
+    async def _guard(self, ws: ClientConnection, work: Coroutine[Any, Any, None]) -> None:
+        """Run a session helper; if it raises, close the connection so that the session raises it (not lost)."""
+        try:
+            await work
+        except Exception as exc:
+            self._crash = exc
+            await ws.close(code=1011, reason="client error")
 
     async def _after_subscribe(self, http: aiohttp.ClientSession, ws: ClientConnection) -> None:
         """Fetch this session's REST bodies; then the subscribe counts as good (backoff resets)."""
@@ -354,22 +323,26 @@ class WsResume(msgspec.Struct, frozen=True):
 
 
 class WsPartition(StatefulSourcePartition[WsItem, WsResume]):
+    client_type: ClassVar[type[WsClient]] = WsClient
+
     def __init__(self, conn: WsConnection, config: WsConfig, resume: WsResume | None) -> None:
         resume = resume or WsResume()
         self._config = config
         self._frames = resume.frames
-        self._client = WsClient(conn, config, frames=resume.frames, sessions=resume.sessions).start()
+        self._client = self.client_type(conn, config, frames=resume.frames, sessions=resume.sessions).start()
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[WsItem]:
-        items = self._client.drain()
+        client = self._client
+        failed, done = client.failed, client.done  # read first: what they announce is queued by then
+        items = client.drain()
         if items:
             self._awake = None
             self._frames += sum(1 for item in items if isinstance(item, Frame) and not item.url)
             return items
-        if self._client.failed is not None:
-            raise self._client.failed
-        if self._client.done:
+        if failed is not None:
+            raise failed
+        if done:
             raise StopIteration
         self._awake = datetime.now(UTC) + timedelta(seconds=self._config.poll_interval_s)
         return []

@@ -7,8 +7,9 @@ Every health entry has ``ts`` (ns, wall clock), ``kind``, ``venue``, ``symbol`` 
 kind                when, and its extra fields
 =================== ===================================================================================
 (websocket kinds)   :class:`ccf.wsource.HealthEvent` kinds (``connecting``, ``connected``, ``subscribed``,
-                    ``disconnected``, ``stalled``, ``max_age``, ``backoff``, ``rest_failed``, ``failed``,
-                    ``ended``): ``session``, ``detail``, ``attempt``
+                    ``disconnected``, ``stalled``, ``max_age``, ``backoff``, ``rest_failed``, ``worker_died``
+                    (detail = the error line; a restart follows), ``failed``, ``ended``): ``session``, ``detail``,
+                    ``attempt``
 ``resync``          a book needs a new snapshot: ``reason`` (``GAP``, ``CROSSED``, ``CHECKSUM``, ``new_session``,
                     ``snapshot_too_old``), ``detail``, ``epoch``
 ``snapshot``        a snapshot went into a book: ``last_update_id``, ``event``, ``epoch``, ``valid``

@@ -1,12 +1,14 @@
 """The ingest flow's input: venue websockets, parsed and book-checked, one :class:`IngestBatch` per batch.
 
 Each partition owns one websocket connection (:class:`ccf.wsource.WsPartition`: reconnects with capped jittered
-backoff, silence watchdog, resubscribe, a named error after N failures), that connection's books
-(:class:`~ccf.ingest.book_sync.BookSync`) and a :class:`~ccf.ingest.fetcher.SnapshotFetcher`. ``next_batch``
-drains everything the connection received, parses it with the venue's codec, runs every book record through its
-book, starts the REST snapshot requests the books ask for (on background threads: it never waits for one) and
-feeds the snapshots that have arrived; it returns one :class:`IngestBatch` (records in arrival order, dead letters,
-health entries), because Bytewax's per-item cost dominates work this small.
+backoff, silence watchdog, resubscribe, a named error after N failures; a worker thread that dies is a
+``worker_died`` health entry and a restart, a new session whose books resync, until a
+:class:`~ccf.errors.WorkerDiedError` once ``max_worker_restarts`` restarts in a row saw no message), that
+connection's books (:class:`~ccf.ingest.book_sync.BookSync`) and a :class:`~ccf.ingest.fetcher.SnapshotFetcher`.
+``next_batch`` drains everything the connection received, parses it with the venue's codec, runs every book record
+through its book, starts the REST snapshot requests the books ask for (on background threads: it never waits for
+one) and feeds the snapshots that have arrived; it returns one :class:`IngestBatch` (records in arrival order, dead
+letters, health entries), because Bytewax's per-item cost dominates work this small.
 
 Resyncs happen here, on the source side, because the connection and the fetcher live here: a ``GAP`` / ``CROSSED``
 / ``CHECKSUM``, a rejected snapshot, or a new websocket session (its first frame) queues a snapshot request; the
