@@ -91,6 +91,8 @@ from collections.abc import Iterable
 from enum import IntEnum
 from typing import Final, Protocol
 
+import msgspec
+
 from ccf.schemas import BookDelta, BookSnapshot, Level
 
 logger = logging.getLogger(__name__)
@@ -327,6 +329,8 @@ class SymbolBook:
         Returns ``SNAPSHOT`` when the book is valid afterwards, otherwise the event that invalidated it (for example
         ``GAP`` when the snapshot is older than every buffered delta can bridge: fetch a newer one).
         """
+        if snapshot.checkpoint:
+            return self._checkpoint(snapshot, raw)
         if self.valid:
             continues = getattr(self.rule, "continues", None)
             if continues is None or not continues(snapshot):
@@ -341,6 +345,21 @@ class SymbolBook:
             book.clear()
             logger.info("%s:%s snapshot %d rejected: %s", self.venue, self.symbol, snapshot.last_update_id, event.name)
             return event
+        return self._synced(snapshot)
+
+    def _checkpoint(self, snapshot: BookSnapshot, raw: object) -> BookEvent:
+        # a copy of a book in sync (see BookSnapshot): nothing for a valid book; for another, the book as it was
+        # after update last_update_id, so the rule goes on from there (rules that cannot: as a venue snapshot)
+        if self.valid:
+            return STALE
+        resume = getattr(self.rule, "resume", None)
+        if resume is None:
+            return self.on_snapshot(msgspec.structs.replace(snapshot, checkpoint=False), raw)
+        self.book.apply_snapshot(snapshot.bids, snapshot.asks)
+        resume(snapshot.last_update_id)
+        return self._synced(snapshot)
+
+    def _synced(self, snapshot: BookSnapshot) -> BookEvent:
         self.valid = True
         self.last_update_id = snapshot.last_update_id
         self.ts_event = snapshot.ts_event

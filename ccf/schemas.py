@@ -47,7 +47,13 @@ class _Record(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=False
 
 
 class BookSnapshot(_Record, frozen=True, tag="book_snapshot.v1"):
-    """A full (or top-N) book from a REST snapshot or a websocket snapshot message."""
+    """A full (or top-N) book from a REST snapshot or a websocket snapshot message.
+
+    ``checkpoint``: not the venue's snapshot but a copy of a book already in sync, that the ingest flow publishes
+    now and then (``CCF_VENUES__CHECKPOINT_S``) just after the update ``last_update_id`` it holds, at that update's
+    time. A book in sync ignores it; one that is not (a consumer that starts in the middle of ``ccf.book``) takes
+    it and goes on from the next update.
+    """
 
     venue: str
     symbol: str
@@ -58,6 +64,7 @@ class BookSnapshot(_Record, frozen=True, tag="book_snapshot.v1"):
     last_update_id: int = 0
     checksum: int | None = None
     epoch: int = 0
+    checkpoint: bool = False
 
 
 class BookDelta(_Record, frozen=True, tag="book_delta.v1"):

@@ -119,6 +119,9 @@ class VenueSettings(BaseModel):
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     silence_timeout_s: float = Field(default=30.0, gt=0)
+    checkpoint_s: float = Field(
+        default=60.0, ge=0, description="event time between two checkpoints of a book in sync on ccf.book (0: none)"
+    )
 
 
 class NewsSettings(BaseModel):

@@ -92,7 +92,7 @@ def make_source(
     fetch = partial(fetch_rest_sync, tries=ws.rest_tries, timeout_s=ws.rest_timeout_s,
                     backoff_initial_s=ws.backoff_initial_s, backoff_max_s=min(ws.backoff_max_s, 5.0))
     config = IngestConfig(ws=ws, fetch=fetch, stop_after_s=settings.stop_after,
-                          resync_backoff_max_s=min(v.backoff_max_s, 5.0))
+                          resync_backoff_max_s=min(v.backoff_max_s, 5.0), checkpoint_s=v.checkpoint_s)
     logger.info("ingest: %s %s over %d connection(s)", link.venue, ", ".join(link.symbols), len(link.connections))
     return IngestSource(link, config)
 

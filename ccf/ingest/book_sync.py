@@ -39,11 +39,13 @@ class BookSync:
     """One :class:`SymbolBook` per symbol of one connection, and the symbols waiting for a snapshot."""
 
     def __init__(self, venue: str, conn: str, *, rules: Callable[[str], SyncRule] = new_rule,
-                 max_buffer: int = 10_000) -> None:
+                 max_buffer: int = 10_000, checkpoint_ns: int = 0) -> None:
         self.venue = venue
         self.conn = conn
         self.rules = rules
         self.max_buffer = max_buffer
+        self.checkpoint_ns = checkpoint_ns
+        self._checkpointed: dict[str, int] = {}  # symbol -> event time of its last checkpoint (or first sync)
         self.books: dict[str, SymbolBook] = {}
         self.wanted: dict[str, str] = {}
         """Symbol -> why it needs a snapshot; the caller takes them with :meth:`take_wanted`."""
@@ -68,6 +70,21 @@ class BookSync:
             self._resync(sb, event.name, sb.rule.explain(delta) if event is GAP else f"at update {delta.last_update_id}",
                          out)
         return event
+
+    def checkpoint(self, delta: BookDelta) -> BookSnapshot | None:
+        """After ``delta`` went into its book: a checkpoint of the book (see :class:`BookSnapshot`) when the last
+        one is ``checkpoint_ns`` of event time old and the venue's rule can go on from one, else ``None``."""
+        sb = self.books.get(delta.symbol)
+        if not self.checkpoint_ns or sb is None or not sb.valid or sb.last_update_id != delta.last_update_id:
+            return None
+        last = self._checkpointed.setdefault(delta.symbol, delta.ts_event)
+        if delta.ts_event - last < self.checkpoint_ns or getattr(sb.rule, "resume", None) is None:
+            return None
+        self._checkpointed[delta.symbol] = delta.ts_event
+        book = sb.book
+        return BookSnapshot(self.venue, delta.symbol, delta.ts_event, delta.ts_recv,
+                            tuple(book.top_bids(book.bid_count)), tuple(book.top_asks(book.ask_count)),
+                            last_update_id=delta.last_update_id, epoch=sb.epoch, checkpoint=True)
 
     def on_snapshot(self, snapshot: BookSnapshot, extra: object, out: list[dict[str, Any]]) -> BookEvent:
         """Feed one snapshot; a rejected one (too old to bridge, crossed, bad checksum) asks for another."""

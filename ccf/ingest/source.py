@@ -38,7 +38,7 @@ from typing import Any, Final
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from ccf.book import SNAPSHOT
+from ccf.book import APPLIED, SNAPSHOT
 from ccf.errors import ParseError
 from ccf.ingest.book_sync import BookSync
 from ccf.ingest.fetcher import Fetched, FetchFn, SnapshotFetcher
@@ -78,6 +78,8 @@ class IngestConfig:
     resync_backoff_max_s: float = 5.0
     end_grace_s: float = 10.0
     """After the venue's end of data, how long snapshots still in flight are waited for."""
+    checkpoint_s: float = 0.0
+    """Event time between two checkpoints of a book in sync (0: none; see :class:`ccf.schemas.BookSnapshot`)."""
 
 
 class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
@@ -91,7 +93,7 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         self.codec = link.codec
         self.config = config
         self.session = resume.sessions if resume is not None else 0
-        self.sync = BookSync(link.venue, conn.name)
+        self.sync = BookSync(link.venue, conn.name, checkpoint_ns=round(config.checkpoint_s * 1e9))
         self.times = EventTimes()  # venue time for the records whose message has none (snapshots, spot tops)
         self._last_u: dict[str, int] = {}  # symbol -> last update id its stream has delivered
         self._held: dict[str, BookSnapshot] = {}  # REST snapshots ahead of the stream, until their bridging update
@@ -170,7 +172,13 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
                     # before it, at its time, so no window downstream sees a book from the future
                     del self._held[record.symbol]
                     records.append(msgspec.structs.replace(held, ts_event=record.ts_event))
-                sync.on_delta(record, extra, health_out)
+                event = sync.on_delta(record, extra, health_out)
+                records.append(record)
+                if event is APPLIED and sync.checkpoint_ns:
+                    checkpoint = sync.checkpoint(record)  # now and then, a copy of the book for late joiners
+                    if checkpoint is not None:
+                        records.append(checkpoint)
+                continue
             elif isinstance(record, BookSnapshot):  # venues that snapshot in the stream
                 sync.on_snapshot(record, extra, health_out)
             records.append(record)

@@ -24,6 +24,11 @@ class SpotSync:
         self.bridged = False
         return SNAPSHOT
 
+    def resume(self, last_update_id: int) -> None:
+        """Go on as if update ``last_update_id`` was the last applied (a checkpoint of a book in sync)."""
+        self.last = last_update_id
+        self.bridged = True
+
     def check(self, delta: BookDelta) -> BookEvent:
         last = self.last
         if delta.last_update_id <= last:

@@ -207,6 +207,10 @@ class BybitRule:
         self.last = snapshot.last_update_id
         return SNAPSHOT
 
+    def resume(self, last_update_id: int) -> None:
+        """Go on as if update ``last_update_id`` was the last applied (a checkpoint of a book in sync)."""
+        self.last = last_update_id
+
     def check(self, delta: BookDelta) -> BookEvent:
         u = delta.last_update_id
         if u <= self.last:

@@ -73,13 +73,16 @@ def audit(bootstrap: str, prefix: str) -> tuple[dict[str, Any], list[Outage]]:
     backwards = sum(1 for a, b in itertools.pairwise(ids) if b <= a)
 
     deltas = [r for r in book if isinstance(r, BookDelta)]
-    snaps = [r for r in book if isinstance(r, BookSnapshot)]
+    snaps = [r for r in book if isinstance(r, BookSnapshot) and not r.checkpoint]
+    checkpoint_ts = [r.ts_event for r in book if isinstance(r, BookSnapshot) and r.checkpoint]
     tops = [r for r in book if isinstance(r, BookTop)]
     breaks = []
     last_u: int | None = None
     last_ts: int | None = None
     broken_since: int | None = None
     for r in book:
+        if isinstance(r, BookSnapshot) and r.checkpoint:
+            continue  # a copy of the book in sync: it mends nothing a gap broke
         if isinstance(r, BookSnapshot):
             if broken_since is not None:
                 outages.append(Outage(broken_since, r.ts_event, "depth gap until snapshot"))
@@ -122,6 +125,8 @@ def audit(bootstrap: str, prefix: str) -> tuple[dict[str, Any], list[Outage]]:
         "depth_breaks": len(breaks),
         "depth_break_sample": breaks[:5],
         "snapshots": len(snaps),
+        "checkpoints": len(checkpoint_ts),
+        "checkpoint_ts": checkpoint_ts,
         "book_tops": len(tops),
         "health_kinds": dict(kinds),
         "resyncs": resyncs[:10],

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tests.faults.compare import compare_all, rewritten, snapshot_rows
+from tests.faults.compare import Outage, compare_all, rewritten, snapshot_rows
 from tests.faults.diagnose import ingest_vs_capture, same_topics_in_process
 from tests.faults.harness import Pipeline, Stack
 from tests.faults.kafka_audit import audit
@@ -100,6 +100,7 @@ def run(name: str, ctx: Context, inject: Callable[[Pipeline, Faults, random.Rand
 
 def evaluate(p: Pipeline, faults: Faults, ref: Reference, lossless: bool, ctx: Context) -> dict[str, Any]:
     kafka, outages = audit(p.stack.bootstrap, p.kafka_prefix)
+    outages += cold_start(faults, kafka)
     tables = compare_all(p.stack.http_url, p.table_prefix, ref, outages, window_s=WINDOW_S)
     diagnosis: dict[str, Any] = {}
     try:
@@ -152,6 +153,20 @@ def evaluate(p: Pipeline, faults: Faults, ref: Reference, lossless: bool, ctx: C
         "pipeline": p.describe(),
         **faults.extra,
     }
+
+
+def cold_start(faults: Faults, kafka: dict[str, Any]) -> list[Outage]:
+    """A features job started without state has no book until the next checkpoint on ``ccf.book``: for its first
+    new window on, an outage of the features flow (its rows say ``book_valid = false``; later ones differ in their
+    look-back columns only, its forecasts are new)."""
+    times = kafka.pop("checkpoint_ts", [])
+    start = faults.extra.get("cold_start_ns")
+    if start is None:
+        return []
+    synced = min((t for t in times if t >= start), default=None)
+    faults.extra["cold_start_synced_ns"] = synced
+    end = synced if synced is not None else 2**62  # never synced: every later row must say book_valid = false
+    return [Outage(start, end, "features started without recovery state: no book until the next checkpoint")]
 
 
 def _venue_summary(p: Pipeline) -> dict[str, Any]:
@@ -342,6 +357,8 @@ def _then_check(inject: Callable[[Pipeline, Faults, random.Random], None]
             before = f.extra.pop("_before")
             for name, rows in before.items():
                 f.checks[f"{name}_kept"] = rewritten(rows, snapshot_rows(p.stack.http_url, p.table(name)))
+            held = [r["window_start"] for r in before["features"].values()]
+            f.extra["cold_start_ns"] = max(held) + round(WINDOW_S * 1e9) if held else 0
             return done
 
         p.drain = drain_then_check  # type: ignore[method-assign]
