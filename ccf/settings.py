@@ -120,7 +120,7 @@ class VenueSettings(BaseModel):
     backoff_max_s: float = Field(default=30.0, gt=0)
     silence_timeout_s: float = Field(default=30.0, gt=0)
     checkpoint_s: float = Field(
-        default=60.0, ge=0, description="event time between two checkpoints of a book in sync on ccf.book (0: none)"
+        default=30.0, ge=0, description="event time between two checkpoints of a book in sync on ccf.book (0: none)"
     )
 
 

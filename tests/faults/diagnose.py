@@ -58,7 +58,8 @@ def ingest_vs_capture(bootstrap: str, prefix: str, capture: list[Any]) -> dict[s
 
 def same_topics_in_process(bootstrap: str, kafka_prefix: str, http_url: str, table_prefix: str,
                            cutoff_ns: int, outages: list[Outage]) -> dict[str, Any]:
-    """QuestDB against the features flow run in process over the same topics (to their end)."""
+    """QuestDB against the features flow run in process over the same topics (to their end); ``outages`` are the
+    features job's own (a start without state), which the run in process does not have."""
     from bytewax.testing import run_main
 
     from ccf.backtest import CollectSink
@@ -82,7 +83,8 @@ def same_topics_in_process(bootstrap: str, kafka_prefix: str, http_url: str, tab
     out = {}
     for name in ("features", "predictions", "scores"):
         rows, dups = fetch(http_url, table_prefix + name)
-        t = compare_table(name, rows, dups, ref, cutoff_ns, [], 1_000_000_000)
-        out[name] = {k: t[k] for k in ("compared", "missing", "extra", "differing", "differing_columns")
+        t = compare_table(name, rows, dups, ref, cutoff_ns, outages, 1_000_000_000)
+        out[name] = {k: t[k] for k in ("compared", "missing", "extra", "differing", "differing_columns",
+                                       "differing_book_invalid", "history_after_outage", "downstream_of_outage")
                      if k in t} | ({"samples": t["samples"]} if t.get("samples") else {})
     return out

@@ -100,14 +100,15 @@ def run(name: str, ctx: Context, inject: Callable[[Pipeline, Faults, random.Rand
 
 def evaluate(p: Pipeline, faults: Faults, ref: Reference, lossless: bool, ctx: Context) -> dict[str, Any]:
     kafka, outages = audit(p.stack.bootstrap, p.kafka_prefix)
-    outages += cold_start(faults, kafka)
+    own = cold_start(faults, kafka)  # outages of the features job itself (the in-process run has none)
+    outages += own
     tables = compare_all(p.stack.http_url, p.table_prefix, ref, outages, window_s=WINDOW_S)
     diagnosis: dict[str, Any] = {}
     try:
         diagnosis["ingest_vs_capture"] = ingest_vs_capture(p.stack.bootstrap, p.kafka_prefix, ctx.capture)
         diagnosis["same_topics_in_process"] = same_topics_in_process(
             p.stack.bootstrap, p.kafka_prefix, p.stack.http_url, p.table_prefix, ref.last_event_ns - 500_000_000,
-            outages)
+            own)
     except Exception as exc:  # a diagnosis that cannot run must not hide the figures
         logger.exception("diagnosis failed")
         diagnosis["error"] = f"{type(exc).__name__}: {exc}"

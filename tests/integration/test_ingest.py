@@ -118,6 +118,10 @@ class Published:
         self.dlq = [orjson.loads(v) for _, v in messages[prefix + "dlq"]]
         self.keys = {k for topic in ("book", "trades") for k, _ in messages[prefix + topic]}
 
+    def snapshots(self) -> list[BookSnapshot]:
+        """The venue's snapshots (not the checkpoints of books in sync)."""
+        return [r for r in self.book if isinstance(r, BookSnapshot) and not r.checkpoint]
+
     def kinds(self, kind: str) -> list[dict[str, Any]]:
         return [h for h in self.health if h["kind"] == kind]
 
@@ -173,8 +177,16 @@ def test_replayed_capture_lands_in_kafka_equal_to_its_records(
     total = len(pub.book) + len(pub.trades) + len(pub.health)
     print(f"ingest: {total} messages in {seconds:.2f} s = {total / seconds:.0f} msgs/s (venue server in process)")
     assert_equals_capture(pub, capture)
-    (snap,) = [r for r in pub.book if isinstance(r, BookSnapshot)]
+    (snap,) = pub.snapshots()
     assert (snap.venue, snap.symbol) == ("binance", "ETH-USDT") and len(snap.bids) > 500
+    # checkpoints every 30 s of venue time, each the book as a replay of what came before it has it
+    checkpoints = [i for i, r in enumerate(pub.book) if isinstance(r, BookSnapshot) and r.checkpoint]
+    assert len(checkpoints) >= 5
+    for i in checkpoints[:3]:
+        cp = pub.book[i]
+        assert isinstance(cp, BookSnapshot) and cp.last_update_id == pub.book[i - 1].last_update_id
+        (book,) = top_of_books(pub.book[:i]).values()
+        assert (list(cp.bids[:200]), list(cp.asks[:200])) == book
     assert pub.dlq == [] and pub.klines == []
     kinds = [h["kind"] for h in pub.health]
     assert kinds[:2] == ["connecting", "connected"]
@@ -207,7 +219,7 @@ def test_dropped_diff_resyncs_and_a_corrupt_frame_goes_to_the_dlq(
     assert (dead["venue"], dead["error"], dead["conn"]) == ("binance", "ParseError", "binance") and dead["reason"]
     assert_equals_capture(pub, capture, lost=frozenset({dropped, corrupt}))
     gaps = 1 + isinstance(records[corrupt], BookDelta)  # a corrupt diff is one more gap
-    snaps = [r for r in pub.book if isinstance(r, BookSnapshot)]
+    snaps = pub.snapshots()
     assert len(snaps) == 1 + gaps  # the session's, and one per resync
     resyncs = pub.kinds("resync")
     assert [h["reason"] for h in resyncs] == ["new_session"] + ["GAP"] * gaps
@@ -231,7 +243,7 @@ def test_a_dropped_connection_reconnects_and_resyncs_every_book(
     sessions = sorted({h["session"] for h in pub.health if h["kind"] == "connected"})
     new_sessions = [h for h in pub.kinds("resync") if h["reason"] == "new_session"]
     assert [h["detail"] for h in new_sessions] == [f"session {n}" for n in sessions]
-    assert len([r for r in pub.book if isinstance(r, BookSnapshot)]) == len(sessions)
+    assert len(pub.snapshots()) == len(sessions)
     # what was in flight at the disconnect is lost (a live feed cannot rewind), the rest arrives once and in order
     want = [content(t) for t in capture if isinstance(t, Trade)]
     got = [content(t) for t in pub.trades]
@@ -266,7 +278,7 @@ def test_the_module_flow_runs_from_the_environment_until_ccf_stop_after(
         feeds.stop()
     pub = Published(consume(settings.kafka.bootstrap_servers, kafka_topics), prefix)
     assert pub.keys == {b"synthetic:BTC-USDT", b"synthetic:ETH-USDT"}
-    assert len([r for r in pub.book if isinstance(r, BookSnapshot)]) == 2 and len(pub.trades) > 0
+    assert len(pub.snapshots()) == 2 and len(pub.trades) > 0
     span = max(r.ts_recv for r in pub.book) - min(r.ts_recv for r in pub.book)
     assert span < 1.6e9  # receipt times within CCF_STOP_AFTER (the REST snapshots may come after the first frame)
     assert {(h["symbol"], h["valid"]) for h in pub.kinds("snapshot")} == {("BTC-USDT", True), ("ETH-USDT", True)}
@@ -334,7 +346,7 @@ def test_a_broker_restart_mid_run_loses_and_duplicates_nothing(
     ingest_through_a_restart(own_kafka, server, ingest_settings(bootstrap, prefix), outage_s=1.0)
     pub = Published(consume(bootstrap, topics), prefix)
     assert_equals_capture(pub, list(read_file(data_file(CAPTURE))))  # librdkafka's idempotent retries carried it
-    assert len([r for r in pub.book if isinstance(r, BookSnapshot)]) == 1
+    assert len(pub.snapshots()) == 1
     assert pub.dlq == [] and pub.kinds("kafka_retry") == []
 
 
