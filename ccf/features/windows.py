@@ -251,6 +251,10 @@ class SymbolWindows:
         if not was_valid:
             self.ofi.forget()
         if late or not clocked:
+            if not was_valid:  # a snapshot made the book whole: the next update's flow is measured from its top
+                bids, asks = self.book.top(1)
+                if bids and asks:
+                    self.ofi.update(bids[0][0], bids[0][1], asks[0][0], asks[0][1])
             return
         win = self._window(ts)
         win.book_events += 1
