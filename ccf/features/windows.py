@@ -16,7 +16,8 @@ Windows are tumbling, aligned to the epoch, ``[start, end)`` in venue time (ns).
 - A book that is not whole (before its first snapshot, after a gap or checksum failure until resynced) gives
   ``book_valid = False`` and NaN book features; ``epoch`` counts resyncs. A window with a book update that met a book not
   whole (buffered before a snapshot, or the one that broke it) has book features (the book at its end) but
-  ``book_valid = False``: its OFI and book events cover part of the window.
+  ``book_valid = False``: its OFI and book events cover part of the window. So do the windows whose end the breaking
+  update is the first past: the updates lost before it may be theirs.
 
 All state pickles (Bytewax recovery snapshots it).
 """
@@ -225,6 +226,7 @@ class SymbolWindows:
     ) -> None:
         w = self.cfg.width_ns
         late = False
+        closed: range = range(0)  # the window ends this event is the first past
         if clocked:
             assert self.book_end is not None and self.next_end is not None
             if ts >= self.book_end:
@@ -232,7 +234,8 @@ class SymbolWindows:
                 # one capture serves every boundary this event jumps over (at most max_gap_ns / width of them)
                 first = max(self.book_end, self.next_end)
                 last = window_start(ts, w)
-                for end in range(first, last + 1, w):
+                closed = range(first, last + 1, w)
+                for end in closed:
                     self.captured[end] = snap
                 self.book_end = last + w
             late = ts < self.next_end - w
@@ -245,6 +248,10 @@ class SymbolWindows:
                 on_problem(p, ts)
         if clocked and not (was_valid and self.book.valid):
             self.unknown_at = max(self.unknown_at, ts)
+            if was_valid:  # this event found the book broken: what was lost may be of the windows it is first past
+                for end in closed:
+                    ok, epoch, feats, _ = self.captured[end]
+                    self.captured[end] = (ok, epoch, feats, ts)
         if not self.book.valid:
             self.ofi.forget()
             return

@@ -10,8 +10,9 @@ Rows whose keys differ from the backtest are sorted into
 * ``differing_book_invalid``: a feature row touched by an ingest outage (see :class:`Outage`) that says
   ``book_valid = false``: allowed;
 * ``differing_outage_book_valid``: touched by an outage but claiming a valid book: a failure;
-* ``history_after_outage``: a feature row after an outage whose only differences are the columns that look back over
-  the windows (``mid_logret``, ``realized_vol``): allowed, the outage is in their look-back;
+* ``history_after_outage``: a feature row after an outage (or one whose book resynced as it began) whose only
+  differences are the columns that look back over the windows (``mid_logret``, ``realized_vol``) and the resync
+  count ``epoch``: allowed, the outage is in their look-back;
 * ``downstream_of_outage``: predictions and scores issued after an outage began (the models learnt, and the scores
   accumulated, from the data the outage lost): allowed, counted;
 * ``differing``: everything else: a failure.
@@ -165,7 +166,11 @@ def _classify(name: str, w: dict[str, Any], g: dict[str, Any], diff: list[str], 
     if name == "features":
         ws, we = w["window_start"], w["window_end"]
         if any(o.touches(ws, we) for o in outages):
-            return "differing_book_invalid" if g.get("book_valid") is False else "differing_outage_book_valid"
+            if g.get("book_valid") is False:
+                return "differing_book_invalid"
+            if set(diff) <= HISTORY_COLUMNS | CARRIED_COLUMNS:
+                return "history_after_outage"  # the book was whole for all of it (it resynced at its start)
+            return "differing_outage_book_valid"
         after = [o for o in outages if o.end < ws]
         recent = any(ws <= o.end + 22 * window_ns for o in after)
         allowed = (HISTORY_COLUMNS if recent else frozenset()) | (CARRIED_COLUMNS if after else frozenset())

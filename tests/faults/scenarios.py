@@ -5,6 +5,7 @@ QuestDB with the backtest (:func:`evaluate`). :func:`failures` says which criter
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import random
@@ -367,6 +368,18 @@ def _then_check(inject: Callable[[Pipeline, Faults, random.Random], None]
     return wrapped
 
 
+def snapshot_after_bridge(ctx: Context) -> dict[str, Any]:
+    """(h) No fault, on a capture whose REST snapshot line comes 6 depth diffs after the diff that bridges it (as
+    recorders that fetch the snapshot while the stream runs write it): the venue server's books, the backtest's and
+    the deployed path's must still agree."""
+    from tests.captures import capture_lines, move_snapshots, write_capture
+
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    moved = write_capture(ctx.work / "snapshot_after_bridge.txt",
+                          move_snapshots(capture_lines(*ctx.captures), "spot", 6))
+    return run("h_snapshot_after_bridge", dataclasses.replace(ctx, captures=(moved,)), lambda p, f, rng: None)
+
+
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "a": no_fault,
     "b": features_sigkill,
@@ -375,5 +388,6 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "e": questdb_restart,
     "f": venue_faults,
     "g": features_restart_without_state,
+    "h": snapshot_after_bridge,
 }
 NEEDS_OWN_SERVICES = frozenset({"d", "e"})

@@ -7,7 +7,6 @@ served book crossed), two USD-M symbols merged into one file set, a capture with
 
 from __future__ import annotations
 
-import gzip
 import heapq
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from ccf.venue_server.binance_wire import Market, stream_kind
 from ccf.venue_server.feeds import Feed, ReplayFeed, WireEvent
 from ccf.venues.binance import parse_depth_snapshot, parse_message
 from ccf.venues.registry import new_rule
+from tests.captures import Line, move_snapshots, write_capture
+from tests.captures import capture_lines as read_lines
 from tests.datafiles import data_file
 
 HFT = "hftbacktest_binance_raw_ws/"
@@ -31,42 +32,8 @@ USDM_ETH_DAY1 = HFT + "usdm_ethusdt_20240718.gz"
 NO_SNAPSHOT = HFT + "spot_btcusdt_20230405.dat.gz"
 VENUE: dict[Market, str] = {"spot": "binance", "futures": "binance_futures"}
 
-Line = tuple[str, str]
-"""``(receive ts text, raw json)`` of one capture line, as written."""
-
-
 def capture_lines(*files: str) -> list[Line]:
-    out = []
-    for name in files:
-        with gzip.open(data_file(name), "rt", encoding="utf-8") as fh:
-            for line in fh:
-                ts, _, text = line.rstrip("\n").partition(" ")
-                if text:
-                    out.append((ts, text))
-    return out
-
-
-def _bridges(market: Market, last: int, data: dict[str, int]) -> bool:
-    """Binance's documented bridging condition, written out here independently of the code under test."""
-    if market == "spot":
-        return data["U"] <= last + 1 <= data["u"]
-    return data["U"] <= last <= data["u"]
-
-
-def move_snapshots(lines: list[Line], market: Market, diffs_after_bridge: int) -> list[Line]:
-    """Each snapshot line moved to ``diffs_after_bridge`` depth diffs after the diff that bridges it."""
-    snaps = [(i, text) for i, (_, text) in enumerate(lines) if text.startswith('{"lastUpdateId"')]
-    out = [line for line in lines if not line[1].startswith('{"lastUpdateId"')]
-    for _, snap in snaps:
-        last = orjson.loads(snap)["lastUpdateId"]
-        bridge = next(i for i, (_, t) in enumerate(out)
-                      if '"depthUpdate"' in t and _bridges(market, last, orjson.loads(t)["data"]))  # fmt: skip
-        at, seen = bridge, 0
-        while seen < diffs_after_bridge:
-            at += 1
-            seen += '"depthUpdate"' in out[at][1]
-        out.insert(at + 1, (out[at][0], snap))
-    return out
+    return read_lines(*(data_file(name) for name in files))
 
 
 def published(feed: Feed) -> list[WireEvent]:
@@ -77,11 +44,6 @@ def published(feed: Feed) -> list[WireEvent]:
             feed.published(ev)
             out.append(ev)
     return out
-
-
-def write_capture(path: Path, lines: list[Line]) -> Path:
-    path.write_text("".join(f"{ts} {text}\n" for ts, text in lines), encoding="utf-8")
-    return path
 
 
 def merged(*parts: list[Line]) -> list[Line]:

@@ -172,3 +172,23 @@ def test_other_models_predictions_are_scored_by_the_same_scorer() -> None:
     m = eng.scorer.metrics[("tft", 1)]
     assert m.n == 1 and m.cover_n == 1
     assert eng.scorer.metrics[("naive", 1)].abs_sum < 0.5  # the stray "naive" from outside was not scored
+
+
+def test_a_gap_found_by_the_first_update_past_a_window_end_flags_that_window() -> None:
+    """The updates lost before the one that shows the gap may be of the window it is the first past: that window
+    keeps its book features (the book at its end) but says ``book_valid = False``; the window before it does not."""
+    w = windows()
+    first, _ = w.process([snap(T0 + S // 10), delta(T0 + S // 2, 11), delta(T0 + S + S // 2, 12)])
+    rows, _ = w.process([delta(T0 + 2 * S + S // 10, 14)])  # 13 was lost, somewhere in (T0 + 1.5 s, T0 + 2.1 s)
+    rows = first + rows
+    assert [(r.window_start, r.book_valid) for r in rows] == [(T0, True), (T0 + S, False)]
+    assert rows[1].features["best_bid"] == 100.0  # the book at its end, as far as it is known
+    rows = w.flush()
+    assert [(r.window_start, r.book_valid) for r in rows] == [(T0 + 2 * S, False)]
+
+
+def test_ofi_after_a_snapshot_is_measured_from_the_snapshots_top() -> None:
+    w = windows()
+    w.process([delta(T0 + S // 10, 9), snap(T0 + S // 5, uid=10), delta(T0 + S // 2, 11, bids=[(100.0, 4.0)])])
+    (row,) = w.flush()
+    assert row.features["ofi"] == 3.0  # best bid size 1 -> 4 at the same price
