@@ -244,7 +244,7 @@ def run_predictor(
     prefix = settings.kafka.topic_prefix
     writer = None
     if to_kafka if to_kafka is not None else settings.kafka.enabled:
-        from ccf.store.sinks import KafkaWriter
+        from ccf.store.kafka_out import KafkaWriter
 
         writer = KafkaWriter(settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": ""})}))
     out_topic = predictions_topic or prefix + "predictions"

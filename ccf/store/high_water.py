@@ -43,6 +43,16 @@ class HighWater:
             logger.info("the store already holds rows for %s series (per table): newer rows only are written", held)
         return cls(marks)
 
+    def combined(self, other: dict[str, Marks]) -> HighWater:
+        """The newer of these marks and ``other``'s, per table and series."""
+        marks = {t: dict(m) for t, m in self.marks.items()}
+        for table, m in other.items():
+            mine = marks.setdefault(table, {})
+            for key, t in m.items():
+                if t > mine.get(key, -1):
+                    mine[key] = t
+        return HighWater(marks)
+
     def keep(self, table: str, pairs: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
         """The ``(record, column dict)`` pairs of ``table`` newer than what the store held when the job started."""
         marks = self.marks.get(table)

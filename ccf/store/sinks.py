@@ -17,9 +17,9 @@ from typing import Any, Protocol
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from ccf.engine import EngineOut
-from ccf.schemas import FeatureRow, Prediction, Score, encode, record_key
 from ccf.settings import Settings
-from ccf.store.high_water import HighWater
+from ccf.store.high_water import HighWater, Marks
+from ccf.store.kafka_out import KafkaWriter, tail_marks
 from ccf.store.tables import (
     HEALTH,
     SCORES,
@@ -107,48 +107,9 @@ def check_store(settings: Settings) -> None:
         check_questdb(settings.questdb)
 
 
-class KafkaWriter:
-    """Features, predictions and scores to ``ccf.features`` / ``ccf.predictions`` / ``ccf.scores``, keyed
-    ``venue:SYMBOL``, idempotent producer with ``acks=all``; a batch is flushed and every delivery checked."""
-
-    def __init__(self, settings: Settings) -> None:
-        from confluent_kafka import Producer
-
-        conf: dict[str, Any] = dict(settings.kafka.client_config())
-        conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "lz4"})
-        self.prefix = settings.kafka.topic_prefix
-        self.producer = Producer(conf)
-        self.errors: list[str] = []
-
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(f"{msg.topic()}: {err}")
-
-    def send(self, topic: str, records: Sequence[FeatureRow | Prediction | Score]) -> None:
-        for rec in records:
-            while True:
-                try:
-                    self.producer.produce(
-                        self.prefix + topic, encode(rec), key=record_key(rec), on_delivery=self._delivered
-                    )
-                    break
-                except BufferError:  # local queue full: serve delivery reports, then retry
-                    self.producer.poll(0.1)
-
-    def flush(self) -> None:
-        remaining = self.producer.flush(60)
-        if remaining or self.errors:
-            errors, self.errors = self.errors, []
-            from ccf.errors import SinkError
-
-            raise SinkError(f"Kafka delivery failed: {remaining} undelivered, errors: {errors[:5]}")
-
-    def close(self) -> None:
-        self.producer.flush(30)
-
-
 class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
-    def __init__(self, store: Writer, kafka: KafkaWriter | None, quantiles: Sequence[float], where: str) -> None:
+    def __init__(self, store: Writer, kafka: KafkaWriter | None, quantiles: Sequence[float], where: str,
+                 kafka_marks: dict[str, Marks] | None = None) -> None:
         self.store = store
         self.kafka = kafka
         self.quantiles = tuple(quantiles)
@@ -156,23 +117,23 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         self.written = {"features": 0, "predictions": 0, "scores": 0, "health": 0}
         self.symbols: set[str] = set()
         self.held = HighWater.load(store.high_water)
+        self.sent = self.held.combined(kafka_marks or {})  # what Kafka holds: the store's, or a newer committed batch
 
     def write_batch(self, items: list[EngineOut]) -> None:
         quantiles = self.quantiles
-        new = {
-            "features": self.held.keep("features", [(r, feature_row_values(r)) for o in items for r in o.rows]),
-            "predictions": self.held.keep(
-                "predictions", [(p, prediction_values(p, quantiles)) for o in items for p in o.predictions]),
-            "scores": self.held.keep("scores", [(s, score_values(s)) for o in items for s in o.scores]),
+        made: dict[str, list[tuple[Any, dict[str, Any]]]] = {
+            "features": [(r, feature_row_values(r)) for o in items for r in o.rows],
+            "predictions": [(p, prediction_values(p, quantiles)) for o in items for p in o.predictions],
+            "scores": [(s, score_values(s)) for o in items for s in o.scores],
         }
         health = [h for o in items for h in health_rows(o)]
         self.symbols.update(f"{r.venue}:{r.symbol}" for o in items for r in o.rows)
-        if self.kafka is not None:  # Kafka first: the store's newest rows tell a restart what is done
-            for table, pairs in new.items():
-                self.kafka.send(table, [rec for rec, _ in pairs])
+        if self.kafka is not None:  # Kafka first (one transaction): the store's newest rows tell a restart what is done
+            for table, pairs in made.items():
+                self.kafka.send(table, [rec for rec, _ in self.sent.keep(table, pairs)])
             self.kafka.flush()
-        for table, pairs in new.items():
-            self.written[table] += self.store.upsert(table, [v for _, v in pairs])
+        for table, pairs in made.items():
+            self.written[table] += self.store.upsert(table, [v for _, v in self.held.keep(table, pairs)])
         self.written["health"] += self.store.upsert("health", health)
 
     def snapshot(self) -> None:
@@ -229,8 +190,12 @@ class OutputSink(FixedPartitionedSink[EngineOut, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _OutputPartition:
         s = self.settings
-        kafka = KafkaWriter(s) if s.kafka.enabled else None
+        kafka, marks = None, None
         where = f"QuestDB {s.questdb.http_url}" if s.questdb.enabled else f"embedded store {s.store.path}"
-        if kafka is not None:
+        if s.kafka.enabled:
+            k = s.kafka
+            # one id per job (prefix + group): a restarted job fences its killed predecessor's open transaction
+            kafka = KafkaWriter(s, transactional_id=f"{k.client_id}-features-{k.topic_prefix}{k.group_id}")
+            marks = tail_marks(s)
             where += f" + Kafka {s.kafka.bootstrap_servers}"
-        return _OutputPartition(open_store(s), kafka, s.forecast.quantiles, where)
+        return _OutputPartition(open_store(s), kafka, s.forecast.quantiles, where, marks)

@@ -20,12 +20,14 @@ import orjson
 from tests.faults.compare import Outage
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[bytes]:
-    """Every message value of ``topic`` (all partitions, from the beginning), in partition order."""
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0, committed: bool = False) -> list[bytes]:
+    """Every message value of ``topic`` (all partitions, from the beginning), in partition order; only those of
+    committed transactions when ``committed`` (``isolation.level=read_committed``, as a downstream consumer)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"audit-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+                         "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed" if committed else "read_uncommitted"})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
@@ -48,6 +50,25 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[byte
         return out
     finally:
         consumer.close()
+
+
+def outputs(bootstrap: str, prefix: str) -> dict[str, Any]:
+    """The features job's Kafka outputs as a ``read_committed`` consumer sees them: messages, distinct keys, and
+    the keys seen more than once (each output row must come once, across every kill and restart)."""
+    from ccf.schemas import decode
+    from tests.faults.reference import KEYS
+
+    out: dict[str, Any] = {}
+    for table, keys in KEYS.items():
+        try:
+            values = read_topic(bootstrap, prefix + table, committed=True)
+        except KeyError:  # never created: nothing was written
+            values = []
+        seen = Counter(tuple(getattr(rec, k) for k in keys) for rec in map(decode, values))
+        twice = {k: n for k, n in seen.items() if n > 1}
+        out[table] = {"messages": len(values), "keys": len(seen), "duplicated": sum(n - 1 for n in twice.values()),
+                      "duplicated_sample": [list(map(str, k)) for k in list(twice)[:3]]}
+    return out
 
 
 def audit(bootstrap: str, prefix: str) -> tuple[dict[str, Any], list[Outage]]:

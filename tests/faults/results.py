@@ -43,6 +43,9 @@ def _summary(f: dict[str, Any]) -> dict[str, Any]:
             "differing_book_invalid", "differing_outage_book_valid", "history_after_outage", "downstream_of_outage",
             "recovery_s_max", "wall_s")
     out = {k: f.get(k) for k in keys if k in f}
+    outs = f.get("kafka", {}).get("outputs")
+    if outs:  # what a read_committed consumer of ccf.features/predictions/scores got
+        out["kafka_outputs"] = {t: {"messages": o["messages"], "duplicated": o["duplicated"]} for t, o in outs.items()}
     out["passed"] = not f.get("failures")
     if f.get("failures"):
         out["failures"] = f["failures"]

@@ -20,7 +20,7 @@ from typing import Any
 from tests.faults.compare import Outage, compare_all, rewritten, snapshot_rows
 from tests.faults.diagnose import ingest_vs_capture, same_topics_in_process
 from tests.faults.harness import Pipeline, Stack
-from tests.faults.kafka_audit import audit
+from tests.faults.kafka_audit import audit, outputs
 from tests.faults.reference import Reference, default_settings, reference
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ def run(name: str, ctx: Context, inject: Callable[[Pipeline, Faults, random.Rand
 
 def evaluate(p: Pipeline, faults: Faults, ref: Reference, lossless: bool, ctx: Context) -> dict[str, Any]:
     kafka, outages = audit(p.stack.bootstrap, p.kafka_prefix)
+    kafka["outputs"] = outputs(p.stack.bootstrap, p.kafka_prefix)
     own = cold_start(faults, kafka)  # outages of the features job itself (the in-process run has none)
     outages += own
     tables = compare_all(p.stack.http_url, p.table_prefix, ref, outages, window_s=WINDOW_S)
@@ -224,6 +225,9 @@ def failures(fig: dict[str, Any]) -> list[str]:
                        f"{k['trade_id_duplicates']} duplicated, {k['trade_ids_backwards']} backwards")
         if k["depth_breaks"]:
             out.append(f"{k['depth_breaks']} breaks in the depth updates on Kafka")
+    for table, o in fig["kafka"].get("outputs", {}).items():
+        if o["duplicated"]:
+            out.append(f"Kafka {table}: {o['duplicated']} rows twice for a read_committed consumer")
     for name, check in fig.get("checks", {}).items():
         if isinstance(check, dict) and (check.get("gone") or check.get("changed")):
             out.append(f"{name}: {check.get('gone')} rows gone, {check.get('changed')} changed")

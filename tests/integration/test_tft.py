@@ -248,7 +248,7 @@ def test_predictor_round_trip_through_kafka_with_hot_reload(
 ) -> None:
     from confluent_kafka import Consumer
 
-    from ccf.store.sinks import KafkaWriter
+    from ccf.store.kafka_out import KafkaWriter
     from models.predict import run_predictor
     from models.registry import register, set_alias
 
