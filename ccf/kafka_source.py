@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from ccf import stopping
 from ccf.errors import ParseError
 from ccf.schemas import decode
 from ccf.settings import Settings
@@ -112,6 +113,7 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
     def next_batch(self) -> list[Chunk]:
         from confluent_kafka import KafkaError
 
+        stopping.check(f"Kafka source {self.names[0].rsplit(':', 1)[-1] if self.names else ''}")  # SIGINT/SIGTERM
         dead: list[Any] = []
         for m in self.consumer.consume(num_messages=self.batch_size, timeout=0.005):
             name = f"{m.topic()}:{m.partition()}"

@@ -46,6 +46,10 @@ class KafkaSettings(BaseModel):
     )
     commit_every_s: float = Field(default=5.0, gt=0, description="how often released offsets are committed")
     lag_every_s: float = Field(default=10.0, gt=0, description="how often consumer lag is reported to health")
+    exactly_once: bool = Field(
+        default=True, description="the features job's Kafka outputs in one transaction per batch (read_committed "
+        "consumers see each row once); false: a plain idempotent producer, at-least-once",
+    )
 
     @property
     def enabled(self) -> bool:

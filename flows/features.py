@@ -50,6 +50,10 @@ class _EngineLogic(StatefulBatchLogic[list[Any], EngineOut, SymbolEngine | None]
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[EngineOut], bool]:
+        from ccf import stopping
+
+        if stopping.requested():  # stopped, not the end of the input: keep the open windows for the next run
+            return [], StatefulBatchLogic.RETAIN
         out = self.engine.on_eof() if self.engine is not None else None
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 

@@ -38,6 +38,7 @@ from typing import Any, Final
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from ccf import stopping
 from ccf.book import APPLIED, SNAPSHOT
 from ccf.errors import ParseError
 from ccf.ingest.book_sync import BookSync
@@ -112,6 +113,9 @@ class IngestPartition(StatefulSourcePartition[IngestBatch, WsResume]):
         if self._ended:
             self.close()
             raise StopIteration
+        if stopping.requested():  # SIGINT/SIGTERM: end here, as at the venue's end of data
+            self.close()
+            stopping.check(f"ingest {self.venue} {self.conn}")
         items: list[WsItem] = []
         if not self._ws_done:
             try:

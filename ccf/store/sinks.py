@@ -195,7 +195,8 @@ class OutputSink(FixedPartitionedSink[EngineOut, None]):
         if s.kafka.enabled:
             k = s.kafka
             # one id per job (prefix + group): a restarted job fences its killed predecessor's open transaction
-            kafka = KafkaWriter(s, transactional_id=f"{k.client_id}-features-{k.topic_prefix}{k.group_id}")
+            kafka = KafkaWriter(s, transactional_id=f"{k.client_id}-features-{k.topic_prefix}{k.group_id}"
+                                if k.exactly_once else None)
             marks = tail_marks(s)
             where += f" + Kafka {s.kafka.bootstrap_servers}"
         return _OutputPartition(open_store(s), kafka, s.forecast.quantiles, where, marks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -132,3 +133,29 @@ def test_a_restart_without_recovery_state_never_rewrites_good_rows(
     for t in ("predictions", "scores"):  # the cold start had no book, so no forecasts: those are filled in now
         _kept(s, t, after[t], final[t])
     assert _kafka_keys(s) == before_kafka
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_tailing_kafka_features_job_with_its_summary(
+    isolated: Settings, tmp_path: Path, sig: signal.Signals  # noqa: F811
+) -> None:
+    """Tailing the raw topics (no ``CCF_STOP_AFTER``), the job ends at the next batch on SIGINT/SIGTERM, exit 0, and
+    its summary counts what QuestDB holds; the open window is kept for the next run, not written half-full."""
+    s = isolated
+    _publish(s, synthetic_records(30, ["BTC-USDT", "ETH-USDT"]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCF_")}
+    env.update({"CCF_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers, "CCF_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+                "CCF_QUESTDB__HTTP_URL": s.questdb.http_url, "CCF_QUESTDB__TABLE_PREFIX": s.questdb.table_prefix,
+                "CCF_RUN_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    job = subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.features"], env=env, cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_rows(s.questdb.http_url, s.questdb.table_prefix + "features", 58, timeout=120) == 58, "not caught up"
+    sent = time.monotonic()
+    job.send_signal(sig)
+    out, err = job.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert job.returncode == 0 and took < 10, (took, err[-3000:])
+    assert "Traceback" not in err and "panicked" not in err, err[-3000:]
+    assert _written(out) == 58, out  # 29 closed windows per symbol; the 30th is open: kept, not flushed
+    _settled(s)
+    assert len(_rows(s, "features")) == 58
