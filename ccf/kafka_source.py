@@ -98,6 +98,7 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
         self.batch_size = batch_size
         self.names = [f"{t}:{p}" for t, p in tps]
         self.tps = {f"{t}:{p}": (t, p) for t, p in tps}
+        self.where = f"Kafka source partition {tps[0][1] if tps else ''}"
         self.consumer = Consumer({**conf, "enable.auto.commit": False, "enable.partition.eof": True})
         self.next_offset: Resume = start_offsets(self.consumer, tps, resume or {}, start_from)
         self.buffers: dict[str, deque[tuple[int, int, Any]]] = {n: deque() for n in self.names}  # (ts, offset, rec)
@@ -113,7 +114,7 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
     def next_batch(self) -> list[Chunk]:
         from confluent_kafka import KafkaError
 
-        stopping.check(f"Kafka source {self.names[0].rsplit(':', 1)[-1] if self.names else ''}")  # SIGINT/SIGTERM
+        stopping.check(self.where)  # SIGINT/SIGTERM: end here, as at the end of the input
         dead: list[Any] = []
         for m in self.consumer.consume(num_messages=self.batch_size, timeout=0.005):
             name = f"{m.topic()}:{m.partition()}"

@@ -40,6 +40,7 @@ from ccf.schemas import encode, record_key
 from ccf.settings import Settings
 from ccf.store.tables import SCORES, features_table, predictions_table
 from tests.integration.test_features_services import qdb, synthetic_records, wait_rows
+from tests.integration.test_features_services import wal_applied as _settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,18 +155,6 @@ def _count(s: Settings, table: str = "features") -> int:
         return int(qdb(s.questdb.http_url, f'select count() from "{s.questdb.table_prefix}{table}"')[0][0])
     except AssertionError:  # the table is not there yet
         return 0
-
-
-def _settled(s: Settings) -> None:
-    """Wait until QuestDB has applied every committed write to the tables (WAL is applied asynchronously)."""
-    names = ", ".join(f"'{s.questdb.table_prefix}{t}'" for t in TABLES)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        rows = qdb(s.questdb.http_url, f"select writerTxn, sequencerTxn from wal_tables() where name in ({names})")
-        if len(rows) == len(TABLES) and all(w >= q for w, q in rows):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"QuestDB did not apply the WAL of {names} in 60 s")
 
 
 def _rows(s: Settings, table: str) -> list[list[Any]]:

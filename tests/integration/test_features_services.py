@@ -50,6 +50,18 @@ def wait_rows(http_url: str, table: str, expect: int, timeout: float = 60.0) -> 
     return n
 
 
+def wal_applied(s: Settings, tables: tuple[str, ...] = ("features", "predictions", "scores")) -> None:
+    """Wait until QuestDB has applied every committed write to ``tables`` (WAL is applied asynchronously)."""
+    names = ", ".join(f"'{s.questdb.table_prefix}{t}'" for t in tables)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = qdb(s.questdb.http_url, f"select writerTxn, sequencerTxn from wal_tables() where name in ({names})")
+        if len(rows) == len(tables) and all(w >= q for w, q in rows):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"QuestDB did not apply the WAL of {names} in 60 s")
+
+
 @pytest.fixture
 def isolated(settings: Settings, services: Any) -> Iterator[Settings]:
     """Settings with uuid-named topic and table prefixes; the topics and tables are removed afterwards."""

@@ -25,6 +25,7 @@ from ccf.schemas import decode, encode, record_key
 from ccf.settings import Settings
 from ccf.store.tables import SCORES, features_table, predictions_table
 from tests.integration.test_features_services import isolated, qdb, synthetic_records, wait_rows  # noqa: F401
+from tests.integration.test_features_services import wal_applied as _settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,18 +68,6 @@ def _kept(s: Settings, table: str, before: list[list[Any]], now: list[list[Any]]
 
 def _rows(s: Settings, table: str) -> list[list[Any]]:
     return qdb(s.questdb.http_url, f'select * from "{s.questdb.table_prefix}{table}" order by 1, 2, 3, 4')
-
-
-def _settled(s: Settings) -> None:
-    """Wait until QuestDB has applied every committed write to the tables (WAL is applied asynchronously)."""
-    names = ", ".join(f"'{s.questdb.table_prefix}{t}'" for t in TABLES)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        rows = qdb(s.questdb.http_url, f"select writerTxn, sequencerTxn from wal_tables() where name in ({names})")
-        if len(rows) == len(TABLES) and all(w >= q for w, q in rows):
-            return
-        time.sleep(0.2)
-    raise AssertionError("QuestDB did not apply its WAL in 60 s")
 
 
 def _kafka_keys(s: Settings) -> list[tuple[str, int]]:
