@@ -9,6 +9,7 @@ import typer
 from ccf.entry import fail, start
 from ccf.errors import CCFError
 from ccf.services.cli import app as services_app
+from ccf.stack.cli import app as stack_app
 from ccf.venue_server.cli import app as venue_server_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(services_app, name="services")
+app.add_typer(stack_app, name="stack")
 app.add_typer(venue_server_app, name="venue-server")
 
 _debug = False  # set by --debug (the callback below) before a subcommand runs

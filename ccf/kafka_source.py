@@ -24,6 +24,7 @@ topic-partition) goes to ``health`` every ``lag_every_s``. A message that does n
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -228,6 +229,35 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
         self.consumer.close()
 
 
+def _committed(consumer: Any, tps: list[Any], give_up_s: float = 120.0) -> list[Any]:
+    """``consumer.committed(tps)``, retried while the group coordinator is not ready (a broker just started, or
+    moving its coordinator: ``NOT_COORDINATOR``, ``COORDINATOR_LOAD_IN_PROGRESS``, ...), for up to ``give_up_s``."""
+    import random
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from ccf.backoff import backoff_delay
+
+    transient = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                 KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+    deadline = time.monotonic() + give_up_s
+    rng = random.Random()
+    for failures in itertools.count(1):
+        try:
+            return list(consumer.committed(tps, timeout=30))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            if (code not in transient and not (isinstance(err, KafkaError) and err.retriable())) \
+                    or time.monotonic() > deadline:
+                raise
+            delay = backoff_delay(failures, 0.5, 5.0, rng)
+            logger.warning("committed offsets not readable yet (%s); retrying in %.1f s", err, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def start_offsets(consumer: Any, tps: list[tuple[str, int]], resume: Resume, start_from: str) -> Resume:
     """Where each topic-partition starts: its resume offset, else what ``start_from`` says (see the module docstring).
     """
@@ -238,7 +268,7 @@ def start_offsets(consumer: Any, tps: list[tuple[str, int]], resume: Resume, sta
     if not fresh:
         return out
     if start_from == "committed":
-        committed = consumer.committed([TopicPartition(t, p) for t, p in fresh], timeout=30)
+        committed = _committed(consumer, [TopicPartition(t, p) for t, p in fresh])
         for tp in committed:
             out[f"{tp.topic}:{tp.partition}"] = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
         logger.info("no recovery state: starting at the committed offsets %s (-2: the beginning)",

@@ -52,7 +52,8 @@ def train_cmd(
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, cuda, mps."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Lightning's progress bar."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (1 is fastest for small models)."),
-    checkpoint_dir: Path = typer.Option(Path(".ccf/tft-checkpoints"), "--checkpoint-dir"),
+    checkpoint_dir: Path = typer.Option(None, "--checkpoint-dir",
+                                        help="Default: <CCF_RUN_DIR>/tft-checkpoints (the one writable directory)."),
     models: str = typer.Option("", "--models", help="Baselines scored beside the TFT (default: the settings')."),
 ) -> None:
     """Train a TFT on feature rows, log it to MLflow, register it, and move `champion` if it wins the gate."""
@@ -70,7 +71,7 @@ def train_cmd(
         encoder_length=encoder_length, net=NetConfig(hidden_size=hidden_size, attention_heads=heads),
         batch_size=batch_size, max_epochs=max_epochs, patience=patience, max_minutes=max_minutes,
         limit_train_batches=limit_train_batches, val_fraction=val_fraction, accelerator=accelerator,
-        progress=progress, checkpoint_dir=checkpoint_dir,
+        progress=progress, checkpoint_dir=checkpoint_dir or settings.checkpoint_dir,
     )
     wanted = [s.strip() for s in symbols.split(",") if s.strip()] or None
     chosen = [m.strip() for m in models.split(",") if m.strip()] or None

@@ -1,0 +1,103 @@
+"""Health probes of the stack's roles (``ccf stack probe ROLE``, compose's healthchecks too) and consumer lag.
+
+Each probe reads the role's own settings (its ``CCF_*`` environment), so the same command works in a container and
+natively. A probe returns ``(healthy, one line)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from ccf.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT_S = 4.0
+
+
+def probe_venue(settings: Settings) -> tuple[bool, str]:
+    """The local venue server answers its REST ping."""
+    base = settings.venues.rest_url.rstrip("/")
+    if not base:
+        return False, "CCF_VENUES__REST_URL is not set"
+    try:
+        resp = httpx.get(f"{base}/api/v3/ping", timeout=TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return False, f"venue server at {base}: {exc}"
+    return resp.status_code == 200, f"venue server at {base}: HTTP {resp.status_code}"
+
+
+def questdb_count(settings: Settings, table: str) -> int | None:
+    """Rows of ``<prefix><table>`` in QuestDB (None when it cannot be read: no table yet, no server)."""
+    url = settings.questdb.http_url.rstrip("/")
+    name = settings.questdb.table_prefix + table
+    try:
+        body: dict[str, Any] = httpx.get(f"{url}/exec", params={"query": f"SELECT count() FROM '{name}'"},
+                                         timeout=TIMEOUT_S).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.debug("count of %s: %s", name, exc)
+        return None
+    if "dataset" not in body:
+        return None
+    return int(body["dataset"][0][0])
+
+
+def probe_features(settings: Settings) -> tuple[bool, str]:
+    """The features job has written rows to QuestDB and its consumer group has committed offsets."""
+    if not settings.questdb.enabled:
+        return False, "CCF_QUESTDB__HTTP_URL is not set"
+    rows = questdb_count(settings, "features")
+    if not rows:
+        return False, f"no rows in {settings.questdb.table_prefix}features yet"
+    lag = consumer_lag(settings)
+    if lag is None:
+        return False, f"{rows} feature rows; group {settings.kafka.group_id} has committed no offsets"
+    return True, f"{rows} feature rows; consumer lag {lag}"
+
+
+def probe_app(settings: Settings) -> tuple[bool, str]:
+    """The Panel app answers (any status but a server error: with basic auth, / redirects to the login page)."""
+    host = "127.0.0.1" if settings.app.host in ("0.0.0.0", "") else settings.app.host
+    try:
+        resp = httpx.get(f"http://{host}:{settings.app.port}/", timeout=TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return False, f"app on {host}:{settings.app.port}: {exc}"
+    return resp.status_code < 500, f"app on {host}:{settings.app.port}: HTTP {resp.status_code}"
+
+
+PROBES = {"venue": probe_venue, "features": probe_features, "app": probe_app}
+
+
+def consumer_lag(settings: Settings, group: str | None = None, timeout_s: float = TIMEOUT_S) -> int | None:
+    """Messages the consumer ``group`` (default: the features job's) has not committed yet, over the partitions it
+    has committed on; None when Kafka is not set, not reachable, or the group has committed nothing."""
+    if not settings.kafka.enabled:
+        return None
+    from confluent_kafka import Consumer, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    conf: dict[str, str | int | float | bool] = dict(settings.kafka.client_config())
+    group = group or settings.kafka.group_id
+    try:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        admin = AdminClient(conf)
+        futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout_s)
+        committed = [tp for tp in futures[group].result(timeout_s).topic_partitions if tp.offset >= 0]
+        if not committed:
+            return None
+        consumer = Consumer({**conf, "group.id": f"{group}-lag-probe", "enable.auto.commit": False})
+        try:
+            total = 0
+            for tp in committed:
+                _, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+                total += max(0, high - tp.offset)
+        finally:
+            consumer.close()
+    except (KafkaException, TimeoutError) as exc:
+        logger.debug("consumer lag of %s: %s", group, exc)
+        return None
+    return total
