@@ -363,19 +363,11 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
 def report_failure(settings: Settings, at: datetime, failures: int, error: str) -> None:
     """A ``retrain_failed`` row (venue ``trainer``) in the store's health table, best effort: a store that cannot
     be written is logged, never raised, so it cannot hide the training error."""
-    from ccf.store.sinks import open_store
+    from ccf.store.sinks import write_health
 
     row = {"ts": int(at.timestamp() * 1e9), "venue": "trainer", "symbol": "", "kind": "retrain_failed", "value": 1.0,
            "detail": f"{failures} in a row (max {settings.trainer.max_failures}): {error}"[:500], "seq": failures}
-    quick = settings.model_copy(update={"questdb": settings.questdb.model_copy(update={"retry_timeout_s": 10.0})})
-    try:
-        store = open_store(quick)
-        try:
-            store.upsert("health", [row])
-        finally:
-            store.close()
-    except Exception as exc:  # best effort: the failed retrain is what matters (logged and in the status file)
-        logger.warning("could not write the failed retrain to the health table: %s", one_line(exc))
+    write_health(settings, [row])
 
 
 def _store_retrain(settings: Settings, cfg: TrainConfig, symbols: Sequence[str] | None,

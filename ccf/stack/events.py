@@ -3,9 +3,10 @@ and every unexpected end, restart and give-up a ``health`` record on Kafka (``<p
 QuestDB ``health`` table with the venues' own entries and in Grafana's pipeline-health panels).
 
 Events (``event`` field): ``died`` (ended while it should run: ``exit_status``, ``last_error``), ``backoff`` (ended
-before it counted as started; supervisord retries it), ``fatal`` (given up after its retries), ``running``,
-``stopped``. A health record has ``venue = "stack"``, ``symbol`` = the role, ``kind`` = ``role_died``,
-``role_backoff``, ``role_fatal`` or ``role_restarted``, ``value`` = the role's restarts so far, ``detail``.
+before it counted as started; supervisord retries it), ``fatal`` (given up after its retries), ``ended`` (exit
+0, for which a role that may finish, such as ingest of a replay, is not restarted), ``running``, ``stopped``. A
+health record has ``venue = "stack"``, ``symbol`` = the role, ``kind`` = ``role_died``, ``role_backoff``,
+``role_fatal`` or ``role_restarted``, ``value`` = the role's restarts so far, ``detail``.
 
 Runs as ``python -m ccf.stack.events RUN_DIR`` under supervisord (its stdout is supervisord's protocol channel:
 nothing else may be written there).
@@ -97,7 +98,7 @@ class Recorder:
         if kind is None or not role or role == "ccf-events":
             return None
         if kind == "died" and payload.get("expected") == "1":
-            return None  # it ended as it was told to (exit code expected by its policy)
+            kind = "ended"  # an exit code its policy expects (0): a finished replay; not a restart
         entry: dict[str, Any] = {"ts": time.time_ns(), "role": role, "event": kind, "pid": payload.get("pid")}
         if kind in ("died", "backoff", "fatal"):
             ended = info is not None and info.get("statename") in ("EXITED", "BACKOFF", "FATAL")
@@ -118,20 +119,29 @@ class Recorder:
             self._publish(role, health_kind, entry)
         return entry
 
+    def _store_row(self, record: dict[str, Any]) -> None:
+        """The same record as a row of the store's health table (the features job reads no health topic)."""
+        from ccf.settings import load_settings
+        from ccf.store.sinks import write_health
+
+        row = {k: record[k] for k in ("ts", "venue", "symbol", "kind", "value", "detail")}
+        write_health(load_settings(), [{**row, "detail": str(row["detail"])[:500], "seq": int(record["value"])}])
+
     def _publish(self, role: str, kind: str, entry: dict[str, Any]) -> None:
         from ccf.ingest.health import health
 
+        detail = entry.get("last_error") or f"pid {entry.get('pid')}"
+        record = health(kind, "stack", role, symbol=role, ts=entry["ts"], value=float(entry["restarts"]),
+                        detail=detail, exit_status=entry.get("exit_status"))
         try:
             producer = self._kafka()
-            if producer is None:
-                return
-            detail = entry.get("last_error") or f"pid {entry.get('pid')}"
-            record = health(kind, "stack", role, symbol=role, ts=entry["ts"], value=float(entry["restarts"]),
-                            detail=detail, exit_status=entry.get("exit_status"))
-            producer.produce(self._topic, json.dumps(record).encode(), key=f"stack:{role}".encode())
-            producer.poll(0)
+            if producer is not None:
+                producer.produce(self._topic, json.dumps(record).encode(), key=f"stack:{role}".encode())
+                producer.poll(0)
         except Exception as exc:  # a health record must never stop the listener (Kafka may be the role that died)
-            print(f"health record for {role} not sent: {exc}", file=sys.stderr, flush=True)
+            print(f"health record for {role} not sent to Kafka: {exc}", file=sys.stderr, flush=True)
+        if os.environ.get("CCF_QUESTDB__HTTP_URL"):
+            self._store_row(record)
 
 
 def main(argv: list[str] | None = None) -> None:

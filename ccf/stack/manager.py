@@ -155,7 +155,8 @@ class StackManager:
                             r.base_s, r.max_s)
             spec.write(self.paths.spec(role.name))
         self.paths.logs.mkdir(parents=True, exist_ok=True)
-        self.paths.conf.write_text(render(self.paths, roles, {MARKER: str(self.paths.run_dir)}))
+        self.paths.conf.write_text(render(self.paths, roles, {MARKER: str(self.paths.run_dir)},
+                                          {**layout.services_env, **options.extra_env}))
         record = {
             "run_dir": str(self.paths.run_dir), "ports": {n: rec.ports for n, rec in records.items()},
             "services": payload, "roles": [r.name for r in roles], "processes": options.processes,
@@ -247,6 +248,8 @@ class StackManager:
             info = rpc(self.paths).supervisor.getProcessInfo(name)
         except Exception as exc:
             return False, f"not supervised ({exc})"
+        if info["statename"] == "EXITED" and info["exitstatus"] == 0:  # a role that may end (a finished replay)
+            return True, f"finished (exit 0) {info.get('description', '')}".strip()
         if info["statename"] != "RUNNING":
             return False, f"{info['statename']}: {info.get('description', '')}".strip()
         if name in INFRA:

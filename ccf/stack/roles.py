@@ -122,8 +122,11 @@ def define_roles(layout: Layout, venue: Venue, trainer_every: str = "1h") -> lis
         ingest_env.update({"CCF_VENUES__SOURCE": venue.source, "CCF_VENUES__SYMBOLS": _json_list(venue.symbols),
                            "CCF_VENUES__WS_URL": f"ws://{base}", "CCF_VENUES__REST_URL": f"http://{base}"})
     needs_data = ("kafka", "questdb")
+    # a replay ends: ingest then exits 0 and stays done; a live or synthetic feed never ends, so any exit restarts it
+    ingest_restart = RestartPolicy(policy="on-failure" if venue.mode == "replay" else "always")
     roles.append(Role("ingest", ("python", "-m", "bytewax.run", "flows.ingest"), env=ingest_env,
-                      needs=(*needs_data, *(("venue",) if venue.mode != "live" else ())), service="ingest"))
+                      needs=(*needs_data, *(("venue",) if venue.mode != "live" else ())), service="ingest",
+                      restart=ingest_restart))
     features_env = {**common, "BYTEWAX_RECOVERY_DIRECTORY": f"{data}/recovery", "BYTEWAX_SNAPSHOT_INTERVAL": "5",
                     "BYTEWAX_RECOVERY_BACKUP_INTERVAL": "0"}
     features_cmd = ("python", "-m", "bytewax.run", "flows.features")

@@ -110,16 +110,22 @@ def _value(text: str) -> str:
     return text.replace("%", "%%")  # supervisord expands %(name)s in values
 
 
-def render(paths: Paths, roles: Sequence[Role], env: Mapping[str, str]) -> str:
+def _environment(env: Mapping[str, str]) -> str:
+    return ",".join(f'{k}="{_value(v)}"' for k, v in env.items() if '"' not in v and "," not in v)
+
+
+def render(paths: Paths, roles: Sequence[Role], env: Mapping[str, str],
+           listener_env: Mapping[str, str] | None = None) -> str:
     """supervisord.conf for ``roles`` (each started by the launcher from its spec file, none automatically: ``up``
-    starts them in order once what they need is healthy) and the event listener."""
+    starts them in order once what they need is healthy) and the event listener (with ``listener_env``: the
+    services' addresses, for its health records on Kafka)."""
     py = _value(sys.executable)
     lines = [
         "[unix_http_server]", f"file={_value(str(paths.socket))}", "chmod=0700", "",
         "[supervisord]", f"logfile={_value(str(paths.stack / 'supervisord.log'))}", "logfile_maxbytes=10MB",
         f"pidfile={_value(str(paths.pidfile))}", f"childlogdir={_value(str(paths.logs))}",
         f"directory={_value(str(paths.run_dir))}", "identifier=ccf-stack", "nodaemon=false", "silent=true",
-        "environment=" + ",".join(f'{k}="{_value(v)}"' for k, v in env.items()), "",
+        "environment=" + _environment(env), "",
         "[rpcinterface:supervisor]", "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "", "[supervisorctl]", f"serverurl=unix://{_value(str(paths.socket))}", "",
     ]
@@ -138,6 +144,7 @@ def render(paths: Paths, roles: Sequence[Role], env: Mapping[str, str]) -> str:
     lines += [
         "[eventlistener:ccf-events]", f"command={py} -m ccf.stack.events {_value(str(paths.run_dir))}",
         "events=PROCESS_STATE", "autostart=true", "autorestart=true", "buffer_size=100",
+        "environment=" + _environment({**env, **(listener_env or {})}),
         f"stderr_logfile={_value(str(paths.log('events')))}", "stdout_logfile=NONE", "",
     ]
     return "\n".join(lines)

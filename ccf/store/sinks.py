@@ -200,3 +200,19 @@ class OutputSink(FixedPartitionedSink[EngineOut, None]):
             marks = tail_marks(s)
             where += f" + Kafka {s.kafka.bootstrap_servers}"
         return _OutputPartition(open_store(s), kafka, s.forecast.quantiles, where, marks)
+
+
+def write_health(settings: Settings, rows: Sequence[dict[str, Any]], timeout_s: float = 10.0) -> bool:
+    """Upsert ``rows`` into the store's health table, best effort (a side channel, such as a failed retrain or a
+    restarted role, must never fail for it): a store that cannot be written is logged and False is returned."""
+    quick = settings.model_copy(update={"questdb": settings.questdb.model_copy(update={"retry_timeout_s": timeout_s})})
+    try:
+        store = open_store(quick)
+        try:
+            store.upsert("health", list(rows))
+        finally:
+            store.close()
+    except Exception as exc:
+        logger.warning("could not write %d health row(s): %s", len(rows), " ".join(str(exc).split())[:300])
+        return False
+    return True

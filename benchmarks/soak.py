@@ -1,0 +1,190 @@
+"""Soak: the whole stack (``ccf stack up``) for a long run at N× real time; memory, lag and rows checked.
+
+``python -m benchmarks.soak [--minutes 30] [--speed 10] [--replay FILE]`` (``make soak``): the synthetic venue by
+default (a capture with ``--replay``), every role of the stack, sampled every ``--every`` seconds: the RSS of each
+role (its whole process group), the features job's consumer lag, feature rows in QuestDB. At the end the venue is
+stopped, the features job drains, and the rows are checked: per symbol, every window between the first and the last
+present in QuestDB (none lost), and on the ``ccf.features`` topic each key exactly once for a ``read_committed``
+consumer (none duplicated). Results go to ``benchmarks/results/soak.json``; ``passed`` says whether RSS growth after
+warm-up stayed under 10 % for every role, lag stayed bounded (drained at the end, its maximum reported) and no row
+was lost or duplicated. The exit code is 0 when it passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+PAGE = 4096
+
+
+def group_rss_mb(pid: int) -> float:
+    """RSS of every process in the process group led by ``pid`` (supervisord starts each role in its own), MB."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) != pid:
+                continue
+            total += int((entry / "statm").read_text().split()[1]) * PAGE
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e6
+
+
+def _sql(url: str, query: str) -> list[list[Any]]:
+    try:
+        body = httpx.get(f"{url}/exec", params={"query": query}, timeout=30).json()
+    except (httpx.HTTPError, ValueError):
+        return []
+    rows: list[list[Any]] = body.get("dataset", [])
+    return rows
+
+
+def kafka_feature_keys(bootstrap: str, topic: str) -> tuple[int, int]:
+    """``(messages, distinct keys)`` of ``topic`` for a read_committed consumer, read to its end."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"soak-audit-{time.time_ns()}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        seen: set[bytes] = set()
+        count, idle = 0, 0
+        while idle < 5:
+            msgs = consumer.consume(10_000, timeout=1.0)
+            if not msgs:
+                positions = {tp.partition: tp.offset for tp in consumer.position([TopicPartition(topic, p)
+                                                                                 for p in parts])}
+                idle = idle + 1 if all(positions.get(p, 0) >= ends[p] - 1 for p in parts) else 0
+                continue
+            for m in msgs:
+                if m.error() is None:
+                    count += 1
+                    row = json.loads(m.value())
+                    seen.add(f"{row.get('venue')}:{row.get('symbol')}:{row.get('window_start')}".encode())
+    finally:
+        consumer.close()
+    return count, len(seen)
+
+
+def missing_windows(url: str, width_ns: int) -> dict[str, dict[str, int]]:
+    """Per symbol: rows, and windows between its first and last that QuestDB does not hold."""
+    out = {}
+    for symbol, rows, first, last in _sql(url, "SELECT symbol, count(), min(window_start), max(window_start) "
+                                               "FROM features"):
+        from datetime import datetime
+
+        span = (datetime.fromisoformat(last.replace("Z", "+00:00")) - datetime.fromisoformat(
+            first.replace("Z", "+00:00"))).total_seconds()
+        expected = int(round(span * 1e9 / width_ns)) + 1
+        out[symbol] = {"rows": int(rows), "expected": expected, "missing": expected - int(rows)}
+    return out
+
+
+def summarize(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
+    """RSS growth per role after warm-up (median of the minute after it against the median of the last minute)."""
+    roles: dict[str, Any] = {}
+    end_t = samples[-1]["t"]
+    for name in samples[-1]["rss_mb"]:
+        series = [(s["t"], s["rss_mb"][name]) for s in samples if name in s["rss_mb"]]
+        early = [v for t, v in series if warmup_s <= t < warmup_s + 60] or [series[0][1]]
+        late = [v for t, v in series if t >= end_t - 60] or [series[-1][1]]
+        start, end = statistics.median(early), statistics.median(late)
+        roles[name] = {"rss_mb_after_warmup": round(start, 1), "rss_mb_end": round(end, 1),
+                       "rss_mb_max": round(max(v for _, v in series), 1),
+                       "growth_pct": round(100 * (end - start) / start, 2) if start else None}
+    lags = [s["lag"] for s in samples if s["lag"] is not None and s["t"] >= warmup_s]
+    return {"roles": roles, "lag": {"max": max(lags, default=None), "p95": _p95(lags), "samples": len(lags)}}
+
+
+def _p95(values: list[int]) -> int | None:
+    return sorted(values)[int(0.95 * (len(values) - 1))] if values else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ccf.logs import setup_logging
+    from ccf.stack.manager import StackManager, StackOptions
+    from ccf.stack.supervisor import rpc
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--speed", type=float, default=10.0)
+    p.add_argument("--replay", type=Path, action="append", default=[])
+    p.add_argument("--warmup-minutes", type=float, default=5.0)
+    p.add_argument("--every", type=float, default=10.0, help="Seconds between samples.")
+    p.add_argument("--run-dir", type=Path, default=Path(".ccf/soak"))
+    p.add_argument("--out", type=Path, default=HERE / "results" / "soak.json")
+    args = p.parse_args(argv)
+    setup_logging("INFO")
+    manager = StackManager(args.run_dir)
+    manager.down()
+    t_up = time.monotonic()
+    status = manager.up(StackOptions(replay=tuple(args.replay), speed=args.speed, timeout_s=300))
+    up_s = time.monotonic() - t_up
+    url = status["env"]["CCF_QUESTDB__HTTP_URL"]
+    samples: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    try:
+        while (t := time.monotonic() - t0) < args.minutes * 60:
+            st = manager.status()
+            rows = _sql(url, "SELECT count() FROM features")
+            samples.append({"t": round(t, 1), "lag": next((r["lag"] for n, r in st["roles"].items()
+                                                            if n.startswith("features")), None),
+                            "rss_mb": {n: round(group_rss_mb(r["pid"]), 1) for n, r in st["roles"].items() if r["pid"]},
+                            "restarts": {n: r["restarts"] for n, r in st["roles"].items()},
+                            "feature_rows": rows[0][0] if rows else None})
+            logger.info("soak t=%.0f s lag=%s rows=%s", t, samples[-1]["lag"], samples[-1]["feature_rows"])
+            time.sleep(max(0.0, args.every - (time.monotonic() - t0 - t)))
+        rpc(manager.paths).supervisor.stopProcess("venue", True)  # the feed ends: ingest and features drain
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and (manager.status()["roles"].get("features", {}).get("lag") or 0) > 0:
+            time.sleep(5)
+        time.sleep(15)  # the last batches reach QuestDB (WAL) and Kafka
+        final = manager.status()
+        from ccf.settings import load_settings
+
+        width_ns = int(load_settings().features.window_s * 1e9)
+        missing = missing_windows(url, width_ns)
+        sent, distinct = kafka_feature_keys(status["env"]["CCF_KAFKA__BOOTSTRAP_SERVERS"], "ccf.features")
+    finally:
+        manager.down()
+    summary = summarize(samples, args.warmup_minutes * 60)
+    restarts = {n: r["restarts"] for n, r in final["roles"].items()}
+    lost = sum(max(0, m["missing"]) for m in missing.values())
+    result = {
+        "config": {"minutes": args.minutes, "speed": args.speed, "venue": "replay" if args.replay else "synthetic",
+                   "replay": [str(r) for r in args.replay], "warmup_minutes": args.warmup_minutes,
+                   "sample_every_s": args.every},
+        "up_s": round(up_s, 1), **summary, "restarts": restarts,
+        "rows": {"questdb": missing, "lost_windows": lost, "kafka_features_messages": sent,
+                 "kafka_features_distinct": distinct, "kafka_duplicates": sent - distinct},
+        "samples": samples,
+    }
+    growth = [r["growth_pct"] for r in summary["roles"].values() if r["growth_pct"] is not None]
+    result["passed"] = {"rss_growth_under_10pct": all(g < 10 for g in growth),
+                        "lag_drained": (final["roles"].get("features", {}).get("lag") or 0) == 0,
+                        "no_lost_windows": lost == 0, "no_kafka_duplicates": sent == distinct}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("passed", "lag", "rows", "restarts")}, indent=1))
+    print(f"written to {args.out}")
+    return 0 if all(result["passed"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
