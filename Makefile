@@ -52,6 +52,10 @@ test-unit: install ## the pure tests only (no services)
 bench: install ## run the benchmarks; results under benchmarks/results/
 	$(BIN)/python -m benchmarks.run
 
+.PHONY: soak
+soak: install ## the whole stack (ccf stack) for 30 min at 10x: RSS, lag, lost rows -> benchmarks/results/soak.json
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
 .PHONY: faults
 faults: install ## the fault suite (tests/faults): every scenario on its own Kafka+QuestDB, figures in benchmarks/results/faults.json
 	CCF_FAULTS_FULL=1 $(BIN)/python -m pytest -p no:cacheprovider tests/faults $(PYTEST_ARGS)

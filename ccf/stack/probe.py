@@ -73,7 +73,11 @@ PROBES = {"venue": probe_venue, "features": probe_features, "app": probe_app}
 
 def consumer_lag(settings: Settings, group: str | None = None, timeout_s: float = TIMEOUT_S) -> int | None:
     """Messages the consumer ``group`` (default: the features job's) has not committed yet, over the partitions it
-    has committed on; None when Kafka is not set, not reachable, or the group has committed nothing."""
+    has committed on; None when Kafka is not set, not reachable, or the group has committed nothing.
+
+    A transactional topic (``ccf.predictions``, written in Kafka transactions) ends with a commit marker that no
+    consumer reads, so a group that has read everything still shows up to one message of lag per such partition.
+    """
     if not settings.kafka.enabled:
         return None
     from confluent_kafka import Consumer, KafkaException
