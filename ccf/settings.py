@@ -13,6 +13,8 @@ False
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +22,13 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ccf.errors import ConfigError
+
+BASELINE_MODELS = ("naive", "ewma", "river_lr", "river_ts")
+"""The online models the features flow can run (``CCF_FORECAST__MODELS``; :mod:`ccf.forecast.baselines`)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SYMBOL = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+(-[A-Z0-9]+)*$")
+_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]*$")
+_TABLE_PREFIX = re.compile(r"^[A-Za-z0-9_]*$")
 
 ENV_PREFIX = "CCF_"
 NESTED_DELIMITER = "__"
@@ -34,6 +43,13 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     topic_prefix: str = "ccf."
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, v: str) -> str:
+        if not _TOPIC_PREFIX.match(v):
+            raise ValueError(f"{v!r} cannot start a Kafka topic name (letters, digits, '.', '_', '-')")
+        return v
     client_id: str = "ccf"
     group_id: str = "ccf-features"
     idle_s: float = Field(
@@ -82,6 +98,13 @@ class QuestDBSettings(BaseModel):
     password: SecretStr = SecretStr("quest")
     database: str = "qdb"
     table_prefix: str = ""
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _table_prefix(cls, v: str) -> str:
+        if not _TABLE_PREFIX.match(v):
+            raise ValueError(f"{v!r} cannot start a QuestDB table name (letters, digits, '_')")
+        return v
     retry_timeout_s: float = Field(default=120.0, gt=0, description="total time a failing write is retried")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="the start-up reachability check's timeout")
 
@@ -108,6 +131,15 @@ class VenueSettings(BaseModel):
         "synthetic"
     )
     symbols: list[str] = Field(default_factory=lambda: ["BTC-USDT", "ETH-USDT"])
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        out = [s.strip().upper() for s in v]
+        bad = [s for s in out if not _SYMBOL.match(s)]
+        if not out or bad:
+            raise ValueError(f"symbols are BASE-QUOTE, e.g. BTC-USDT; got {bad or '(none)'}")
+        return out
     replay_files: list[Path] = Field(default_factory=list)
     ws_url: str = Field(default="", description="websocket base URL override (e.g. the local venue server)")
     rest_url: str = Field(default="", description="REST base URL override for depth snapshots")
@@ -152,6 +184,13 @@ class FeatureSettings(BaseModel):
     window_s: float = Field(default=1.0, gt=0)
     allowed_lateness_s: float = Field(default=0.5, ge=0)
     depth_levels: list[int] = Field(default_factory=lambda: [1, 5, 10])
+
+    @field_validator("depth_levels")
+    @classmethod
+    def _depth_levels(cls, v: list[int]) -> list[int]:
+        if not v or any(n < 1 for n in v):
+            raise ValueError(f"depth levels must be a non-empty list of positive level counts; got {v}")
+        return sorted(set(v))
     volatility_windows: int = Field(default=20, ge=2)
     mode: Literal["book", "kline"] = "book"
 
@@ -170,6 +209,21 @@ class ForecastSettings(BaseModel):
         if not v or any(h < 1 for h in v):
             raise ValueError("horizons must be a non-empty list of positive window counts")
         return sorted(set(v))
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in BASELINE_MODELS]
+        if not v or unknown:
+            raise ValueError(f"unknown model(s) {unknown or '(none given)'}; choose from {', '.join(BASELINE_MODELS)}")
+        return v
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < q < 1 for q in v) or any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError(f"quantiles must be strictly increasing, each in (0, 1); got {v}")
+        return v
 
 
 class MLflowSettings(BaseModel):
@@ -219,6 +273,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path("../shared/data")
     run_dir: Path = Field(default=Path(".ccf"), description="the one writable data directory (see run_paths)")
     log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {v!r}; choose from {', '.join(LOG_LEVELS)}")
+        return v.upper()
     debug: bool = Field(default=False, description="print tracebacks of errors (ccf --debug)")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -279,5 +340,6 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{env_var_for(err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(f"{env_var_for(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+                             for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc

@@ -22,8 +22,9 @@ from typing import Any
 from river import compose, linear_model, preprocessing, stats, time_series
 
 from ccf.schemas import FeatureRow, Prediction, feature
+from ccf.settings import BASELINE_MODELS
 
-MODELS = ("naive", "ewma", "river_lr", "river_ts")
+MODELS = BASELINE_MODELS
 LR_FEATURES = (
     "imbalance_1",
     "imbalance_5",

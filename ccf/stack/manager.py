@@ -56,6 +56,12 @@ class StackOptions:
     cache_dir: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """More ``CCF_*`` settings for every CCF role (e.g. a topic prefix)."""
+    services_env: Mapping[str, str] | None = None
+    """Use these Kafka/QuestDB/MLflow (their ``CCF_*`` variables) instead of starting them."""
+    only: tuple[str, ...] | None = None
+    """Run only these roles (``features`` names every process of a cluster)."""
+    wait_healthy: bool = True
+    """Return once every role is healthy (else once every role is started)."""
 
 
 def _base_env(run_dir: Path) -> dict[str, str]:
@@ -100,12 +106,14 @@ class StackManager:
             if left := stack_processes(self.paths.run_dir):
                 raise ServiceError(f"processes of an earlier stack in {self.paths.run_dir} still run (pids "
                                    f"{', '.join(map(str, left))}): `ccf stack down` first")
-            roles, payload = self._prepare(options)
+            roles = self._prepare(options)
             self._start_supervisord()
         t0 = time.monotonic()
         deadline = t0 + options.timeout_s
-        self._start_in_order(roles, payload, options, deadline)
+        self._start_in_order(roles, options, deadline)
         status = self.status()
+        if not options.wait_healthy:
+            return status
         bad = [n for n, r in status["roles"].items() if not r["healthy"]]
         if bad:
             detail = "; ".join(f"{n}: {status['roles'][n]['detail']}" for n in bad)
@@ -114,12 +122,12 @@ class StackManager:
         logger.info("stack healthy in %.1f s", time.monotonic() - t0)
         return status
 
-    def _prepare(self, options: StackOptions) -> tuple[list[Role], dict[str, dict[str, Any]]]:
+    def _prepare(self, options: StackOptions) -> list[Role]:
         drivers = default_drivers()
         previous = self.state().get("ports", {})
         taken: list[int] = []
         launches, records = {}, {}
-        for name in INFRA:
+        for name in INFRA if options.services_env is None else ():
             roles_ports = drivers[name].port_roles
             old = previous.get(name, {})
             if set(old) == set(roles_ports) and all(port_is_free(p) for p in old.values()):
@@ -135,10 +143,13 @@ class StackManager:
         venue_port, app_port, *cluster = free_ports(2 + (options.processes if options.processes > 1 else 0),
                                                      avoid=taken)
         venue = venue_for(options, venue_port)
-        layout = Layout(services_env=env_vars(payload), data_root=str(self.paths.data),
+        services_env = env_vars(payload) if options.services_env is None else dict(options.services_env)
+        layout = Layout(services_env=services_env, data_root=str(self.paths.data),
                         app_port=options.app_port or app_port, processes=options.processes,
                         cluster_addresses=tuple(f"127.0.0.1:{p}" for p in cluster))
-        roles = define_roles(layout, venue, options.trainer_every)
+        roles = [r for r in define_roles(layout, venue, options.trainer_every)
+                 if (options.services_env is None or r.name not in INFRA)
+                 and (options.only is None or r.name.partition("-")[0] in options.only)]
         base = _base_env(self.paths.run_dir)
         self.paths.data.mkdir(parents=True, exist_ok=True)
         for role in roles:
@@ -163,9 +174,10 @@ class StackManager:
             "health": {r.name: list(r.health) for r in roles if r.health},
             "env": {**layout.services_env, **options.extra_env}, "venue": venue.mode,
             "app_url": f"http://127.0.0.1:{layout.app_port}", "started": time.time(),
+            "venue_url": f"http://127.0.0.1:{venue.port}" if venue.mode != "live" else None,
         }
         self.paths.state.write_text(json.dumps(record, indent=1))
-        return roles, payload
+        return roles
 
     def _start_supervisord(self) -> None:
         self.paths.socket.unlink(missing_ok=True)
@@ -183,23 +195,24 @@ class StackManager:
         except Exception:  # not up yet: any transport error
             return None
 
-    def _start_in_order(self, roles: list[Role], payload: dict[str, dict[str, Any]], options: StackOptions,
-                        deadline: float) -> None:
+    def _start_in_order(self, roles: list[Role], options: StackOptions, deadline: float) -> None:
         proxy = rpc(self.paths).supervisor
         healthy: set[str] = set()
         named = by_name(roles)
-        for name in INFRA:
+        infra = [n for n in INFRA if n in named]
+        for name in infra:
             proxy.startProcess(name, False)
-        self._wait_healthy(INFRA, named, healthy, deadline)
-        self._make_topics(payload, options)
+        self._wait_healthy(infra, named, healthy, deadline)
+        self._make_topics(self.state()["env"]["CCF_KAFKA__BOOTSTRAP_SERVERS"], options)
         self._init_recovery(options.processes)
         for role in roles:
             if role.name in INFRA:
                 continue
-            self._wait_healthy(role.needs, named, healthy, deadline)
+            self._wait_healthy([n for n in role.needs if n in named], named, healthy, deadline)
             logger.info("starting %s", role.name)
             proxy.startProcess(role.name, False)
-        self._wait_healthy([r.name for r in roles], named, healthy, deadline)
+        if options.wait_healthy:
+            self._wait_healthy([r.name for r in roles], named, healthy, deadline)
 
     def _wait_healthy(self, names: Any, named: dict[str, Role], healthy: set[str], deadline: float) -> None:
         waiting = [n for n in names if n not in healthy]
@@ -213,12 +226,12 @@ class StackManager:
             if waiting:
                 time.sleep(1.0)
 
-    def _make_topics(self, payload: dict[str, dict[str, Any]], options: StackOptions) -> None:
+    def _make_topics(self, bootstrap: str, options: StackOptions) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
         prefix = options.extra_env.get("CCF_KAFKA__TOPIC_PREFIX", "ccf.")
         partitions = 4 if options.processes > 1 else 1
-        admin = AdminClient({"bootstrap.servers": payload["kafka"]["bootstrap_servers"]})
+        admin = AdminClient({"bootstrap.servers": bootstrap})
         existing = set(admin.list_topics(timeout=30).topics)
         new = [NewTopic(prefix + t, partitions, 1) for t in RAW_TOPICS if prefix + t not in existing]
         for future in admin.create_topics(new).values() if new else []:

@@ -74,10 +74,15 @@ class Faults:
 
 
 def run(name: str, ctx: Context, inject: Callable[[Pipeline, Faults, random.Random], None],
-        lossless: bool = True, recovery: bool = True) -> dict[str, Any]:
-    """One scenario end to end; returns its figures."""
+        lossless: bool = True, recovery: bool = True, supervised: bool = False) -> dict[str, Any]:
+    """One scenario end to end; returns its figures. ``supervised``: the pipeline runs through ``ccf stack``."""
     ref = ctx.ref
-    p = Pipeline(ctx.stack, ctx.work / name, ctx.captures, speed=ctx.speed, recovery=recovery)
+    if supervised:
+        from tests.faults.stack_pipeline import StackPipeline
+
+        p: Pipeline = StackPipeline(ctx.stack, ctx.work / name, ctx.captures, speed=ctx.speed, recovery=recovery)
+    else:
+        p = Pipeline(ctx.stack, ctx.work / name, ctx.captures, speed=ctx.speed, recovery=recovery)
     faults = Faults()
     rng = random.Random(f"{ctx.seed}:{name}")
     t0 = time.monotonic()
@@ -384,6 +389,25 @@ def snapshot_after_bridge(ctx: Context) -> dict[str, Any]:
     return run("h_snapshot_after_bridge", dataclasses.replace(ctx, captures=(moved,)), lambda p, f, rng: None)
 
 
+def stack_sigkills(ctx: Context, kills: int = 2, name: str = "i_stack_sigkills") -> dict[str, Any]:
+    """(i) Through ``ccf stack``: the venue, ingest and features roles as the stack defines them (default settings,
+    recovery directory, 5 s snapshots) under supervisord. ``flows.features`` is SIGKILLed ``kills`` times and
+    ``flows.ingest`` once at seeded points; supervisord restarts them, the harness only waits."""
+
+    def inject(p: Pipeline, f: Faults, rng: random.Random) -> None:
+        plan = sorted([(frac, "features") for frac in _fractions(rng, kills)]
+                      + [(round(rng.uniform(0.3, 0.6), 3), "ingest")])
+        for frac, who in plan:
+            p.wait_fraction(frac, ctx.streamed)
+            proc = p.features if who == "features" else p.ingest
+            t = p.sigkill(proc)
+            p.note(f"{who} SIGKILL (supervisord restarts it)", at_fraction=frac)
+            f.injected.append({"kind": "sigkill", "proc": who, "at_fraction": frac, "supervised": True, "t_mono": t})
+            f.resumed.append((f"{who} restarted by supervisord", p.restart(proc), who == "ingest"))
+
+    return run(name, ctx, inject, lossless=False, supervised=True)
+
+
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "a": no_fault,
     "b": features_sigkill,
@@ -393,5 +417,6 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "f": venue_faults,
     "g": features_restart_without_state,
     "h": snapshot_after_bridge,
+    "i": stack_sigkills,
 }
 NEEDS_OWN_SERVICES = frozenset({"d", "e"})

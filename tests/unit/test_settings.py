@@ -42,6 +42,15 @@ def test_nested_env_and_top_level(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CCF_QUESTDB__PG_PORT", "70000"),
         ("CCF_FORECAST__HORIZONS", "[0]"),
         ("CCF_VENUES__SOURCE", "mtgox"),
+        ("CCF_FORECAST__MODELS", '["nope"]'),
+        ("CCF_FORECAST__MODELS", "[]"),
+        ("CCF_FORECAST__QUANTILES", "[0.9, 0.1]"),
+        ("CCF_FORECAST__QUANTILES", "[0.1, 1.0]"),
+        ("CCF_FEATURES__DEPTH_LEVELS", "[0, 5]"),
+        ("CCF_LOG_LEVEL", "verbose"),
+        ("CCF_KAFKA__TOPIC_PREFIX", "my topics/"),
+        ("CCF_QUESTDB__TABLE_PREFIX", "a-b"),
+        ("CCF_VENUES__SYMBOLS", '["BTCUSDT"]'),
     ],
 )
 def test_validation_error_names_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
@@ -64,3 +73,11 @@ def test_secrets_hidden_in_repr_and_json(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_settings_object_is_typed() -> None:
     s = Settings(features={"window_s": "3"})
     assert s.features.window_s == 3.0
+
+
+def test_validated_values_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCF_LOG_LEVEL", "debug")
+    monkeypatch.setenv("CCF_VENUES__SYMBOLS", '["eth-usdt"]')
+    monkeypatch.setenv("CCF_FEATURES__DEPTH_LEVELS", "[10, 1, 5, 5]")
+    s = load_settings()
+    assert (s.log_level, s.venues.symbols, s.features.depth_levels) == ("DEBUG", ["ETH-USDT"], [1, 5, 10])
