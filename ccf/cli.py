@@ -106,15 +106,22 @@ def book_replay_cmd(
 @app.command("config")
 def config_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the settings as JSON (secrets hidden)."),
+    check: bool = typer.Option(False, "--check", help="Only validate: one line, exit 0 when valid, 2 when not."),
+    doc: bool = typer.Option(False, "--doc", help="Print the reference of every setting (docs/configuration.md)."),
 ) -> None:
-    """Show the settings CCF would run with, read from CCF_* variables (secrets hidden)."""
-    from ccf.settings import load_settings
+    """Show the settings CCF would run with, read from CCF_* variables (secrets hidden), by section."""
+    from ccf.config_doc import listing, markdown
 
-    settings = load_settings()
-    if as_json:
+    if doc:
+        typer.echo(markdown(), nl=False)
+        return
+    settings = start(debug=_debug)
+    if check:
+        typer.echo("settings are valid")
+    elif as_json:
         typer.echo(settings.model_dump_json(indent=2))
     else:
-        typer.echo(repr(settings))
+        typer.echo(listing(settings))
 
 
 @app.command("record")

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ccf.errors import ConfigError
@@ -34,15 +34,27 @@ ENV_PREFIX = "CCF_"
 NESTED_DELIMITER = "__"
 
 
-class KafkaSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: a field's docstring is its description (``docs/configuration.md`` is made from them)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class KafkaSettings(_Section):
     """Kafka connection. Empty ``bootstrap_servers`` means: no Kafka, use in-process sources and sinks."""
 
     bootstrap_servers: str = ""
+    """host:port list of the brokers; empty: no Kafka (in-process sources and sinks)"""
     security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (librdkafka's security.protocol)"""
     sasl_mechanism: str | None = None
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with a SASL protocol"""
     sasl_username: str | None = None
+    """SASL user"""
     sasl_password: SecretStr | None = None
+    """SASL password (secret: hidden in ccf config)"""
     topic_prefix: str = "ccf."
+    """prefix of every topic name (ccf.book, ccf.trades, ccf.features, ...)"""
 
     @field_validator("topic_prefix")
     @classmethod
@@ -51,7 +63,9 @@ class KafkaSettings(BaseModel):
             raise ValueError(f"{v!r} cannot start a Kafka topic name (letters, digits, '.', '_', '-')")
         return v
     client_id: str = "ccf"
+    """client id of CCF's producers and consumers (also names the transactional ids)"""
     group_id: str = "ccf-features"
+    """consumer group of the features job (its committed offsets, its lag)"""
     idle_s: float = Field(
         default=2.0, ge=0, description="how long a topic-partition at its end may hold the event-time merge back"
     )
@@ -87,17 +101,25 @@ class KafkaSettings(BaseModel):
         return conf
 
 
-class QuestDBSettings(BaseModel):
+class QuestDBSettings(_Section):
     """QuestDB server. Empty ``http_url`` means: no QuestDB, write the embedded store."""
 
     http_url: str = ""
+    """QuestDB's HTTP endpoint (REST queries, and ILP writes unless ilp_http_url); empty: the embedded DuckDB store"""
     ilp_http_url: str = ""
+    """ILP-over-HTTP endpoint for writes when it is not http_url"""
     pg_host: str = "127.0.0.1"
+    """host of QuestDB's PostgreSQL wire endpoint (Grafana, the app)"""
     pg_port: int = Field(default=8812, ge=1, le=65535)
+    """port of QuestDB's PostgreSQL wire endpoint"""
     username: str = "admin"
+    """user for the PostgreSQL wire endpoint and HTTP basic auth"""
     password: SecretStr = SecretStr("quest")
+    """password for the PostgreSQL wire endpoint and HTTP basic auth (secret)"""
     database: str = "qdb"
+    """database name on the PostgreSQL wire endpoint"""
     table_prefix: str = ""
+    """prefix of every table name (features, predictions, scores, health)"""
 
     @field_validator("table_prefix")
     @classmethod
@@ -118,19 +140,22 @@ class QuestDBSettings(BaseModel):
         return self.ilp_http_url or self.http_url
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(_Section):
     """The embedded store used when QuestDB is not configured (default: ``<run_dir>/store.duckdb``)."""
 
     path: Path = Path(".ccf/store.duckdb")
+    """the embedded DuckDB store file (default: <run_dir>/store.duckdb)"""
 
 
-class VenueSettings(BaseModel):
+class VenueSettings(_Section):
     """Where market data comes from."""
 
     source: Literal["synthetic", "replay", "binance", "binance_futures", "coinbase", "kraken", "okx", "bybit"] = (
         "synthetic"
     )
+    """where market data comes from: synthetic, replay (files), or a live venue"""
     symbols: list[str] = Field(default_factory=lambda: ["BTC-USDT", "ETH-USDT"])
+    """symbols as BASE-QUOTE (BTC-USDT); JSON list"""
 
     @field_validator("symbols")
     @classmethod
@@ -141,6 +166,7 @@ class VenueSettings(BaseModel):
             raise ValueError(f"symbols are BASE-QUOTE, e.g. BTC-USDT; got {bad or '(none)'}")
         return out
     replay_files: list[Path] = Field(default_factory=list)
+    """capture files for source=replay; JSON list of paths"""
     ws_url: str = Field(default="", description="websocket base URL override (e.g. the local venue server)")
     rest_url: str = Field(default="", description="REST base URL override for depth snapshots")
     channels: list[str] | None = Field(default=None, description="venue channels to subscribe (default: the venue's)")
@@ -148,22 +174,28 @@ class VenueSettings(BaseModel):
         default=1.0, ge=0.0, description="pace of synthetic and replay sources: 1 = real time, N = N×, 0 = flat out"
     )
     seed: int = 7
+    """seed of the synthetic market"""
     reconnect_max_tries: int = Field(default=10, ge=1)
+    """websocket connects in a row that may fail before the connector gives up"""
     max_worker_restarts: int = Field(
         default=5, ge=0, description="restarts in a row of a websocket worker that died with no message in between"
     )
     backoff_initial_s: float = Field(default=0.5, gt=0)
+    """first reconnect delay (doubling, jittered)"""
     backoff_max_s: float = Field(default=30.0, gt=0)
+    """longest reconnect delay"""
     silence_timeout_s: float = Field(default=30.0, gt=0)
+    """a connection with no message for this long is closed and reconnected (watchdog)"""
     checkpoint_s: float = Field(
         default=30.0, ge=0, description="event time between two checkpoints of a book in sync on ccf.book (0: none)"
     )
 
 
-class NewsSettings(BaseModel):
+class NewsSettings(_Section):
     """RSS/Atom polling."""
 
     enabled: bool = False
+    """poll the RSS/Atom feeds into ccf.news"""
     feeds: list[str] = Field(
         default_factory=lambda: [
             "https://www.coindesk.com/arc/outboundfeeds/rss/",
@@ -173,17 +205,24 @@ class NewsSettings(BaseModel):
             "https://www.theblock.co/rss.xml",
         ]
     )
+    """feed URLs; JSON list"""
     poll_interval_s: float = Field(default=60.0, gt=0)
+    """seconds between two polls of a feed"""
     max_backoff_s: float = Field(default=900.0, gt=0)
+    """longest delay before polling a failing feed again"""
     state_path: Path = Path(".ccf/news-seen.json")
+    """which items were already published (default: <run_dir>/news-seen.json)"""
 
 
-class FeatureSettings(BaseModel):
+class FeatureSettings(_Section):
     """Event-time windows."""
 
     window_s: float = Field(default=1.0, gt=0)
+    """width of the event-time windows, seconds"""
     allowed_lateness_s: float = Field(default=0.5, ge=0)
+    """how late (event time) a record may arrive before its window closes without it"""
     depth_levels: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    """book depths (levels per side) of the depth and imbalance features; JSON list"""
 
     @field_validator("depth_levels")
     @classmethod
@@ -192,16 +231,22 @@ class FeatureSettings(BaseModel):
             raise ValueError(f"depth levels must be a non-empty list of positive level counts; got {v}")
         return sorted(set(v))
     volatility_windows: int = Field(default=20, ge=2)
+    """windows in the rolling volatility"""
     mode: Literal["book", "kline"] = "book"
+    """book (order-book and trade windows) or kline (1-minute bars)"""
 
 
-class ForecastSettings(BaseModel):
+class ForecastSettings(_Section):
     """Baselines and scoring."""
 
     horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
+    """forecast horizons in windows; JSON list"""
     models: list[str] = Field(default_factory=lambda: ["naive", "ewma", "river_lr", "river_ts"])
+    """online models run and scored per window: naive, ewma, river_lr, river_ts; JSON list"""
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    """quantiles each model forecasts, increasing, in (0, 1); JSON list"""
     ewma_alpha: float = Field(default=0.1, gt=0, le=1)
+    """smoothing factor of the ewma model"""
 
     @field_validator("horizons")
     @classmethod
@@ -226,35 +271,46 @@ class ForecastSettings(BaseModel):
         return v
 
 
-class MLflowSettings(BaseModel):
+class MLflowSettings(_Section):
     """Tracking and registry. Empty ``tracking_uri`` means: a local sqlite store under ``.ccf/mlflow``."""
 
     tracking_uri: str = ""
+    """MLflow tracking server; empty: a local sqlite store under <run_dir>/mlflow"""
     registry_uri: str = ""
+    """model registry when it is not the tracking server"""
     experiment: str = "ccf-tft"
+    """experiment of the TFT training runs"""
     model_name: str = "ccf-tft"
+    """registered model name of the TFT"""
     username: str | None = None
+    """MLflow basic-auth user"""
     password: SecretStr | None = None
+    """MLflow basic-auth password (secret)"""
 
     @property
     def enabled(self) -> bool:
         return bool(self.tracking_uri.strip())
 
 
-class TrainerSettings(BaseModel):
+class TrainerSettings(_Section):
     """The TFT sidecar's periodic retraining (``ccf train --every``)."""
 
     max_failures: int = Field(default=3, ge=1, description="failed runs in a row before the trainer exits unhealthy")
 
 
-class AppSettings(BaseModel):
+class AppSettings(_Section):
     """The Panel app."""
 
     host: str = "127.0.0.1"
+    """address the Panel app listens on"""
     port: int = Field(default=5006, ge=0, le=65535)
+    """port of the Panel app"""
     poll_interval_s: float = Field(default=1.0, gt=0)
+    """seconds between two reads of the store by the app"""
     basic_auth_user: str | None = None
+    """user of the app's basic auth (with basic_auth_password)"""
     basic_auth_password: SecretStr | None = None
+    """password of the app's basic auth (secret)"""
 
 
 class Settings(BaseSettings):
@@ -265,14 +321,17 @@ class Settings(BaseSettings):
         env_nested_delimiter=NESTED_DELIMITER,
         extra="ignore",
         validate_default=True,
+        use_attribute_docstrings=True,
     )
 
     stop_after: float | None = Field(
         default=None, gt=0, description="seconds of event time after which sources and flows end cleanly"
     )
     data_dir: Path = Path("../shared/data")
+    """where the shared real captures live (tests, benchmarks, the demo's replays)"""
     run_dir: Path = Field(default=Path(".ccf"), description="the one writable data directory (see run_paths)")
     log_level: str = "INFO"
+    """DEBUG, INFO, WARNING, ERROR or CRITICAL (any case); DEBUG also prints tracebacks of errors"""
 
     @field_validator("log_level")
     @classmethod
