@@ -65,9 +65,9 @@ def run_backtest(
     """Run the features flow over ``inputs`` and write the result files to ``out_dir``; returns the summary."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from bytewax.testing import run_main
 
     from ccf.capture.readers import read_records
+    from ccf.entry import run_dataflow
     from ccf.sources import RecordSource
     from flows.features import build_flow
 
@@ -90,7 +90,7 @@ def run_backtest(
     source = RecordSource({"backtest": lambda: iter(counted)}, stop_after_s=settings.stop_after, pace=0.0)
     sink = CollectSink()
     t0 = time.perf_counter()
-    run_main(build_flow(settings, source=source, sink=sink))  # type: ignore[no-untyped-call]  # bytewax leaves it untyped
+    run_dataflow(build_flow(settings, source=source, sink=sink))
     elapsed = time.perf_counter() - t0
 
     rows = [r for o in sink.outs for r in o.rows]

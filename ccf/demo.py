@@ -219,8 +219,7 @@ class TftStage:
 # ------------------------------------------------------------------------------------------------ the demo
 def run_demo(settings: Settings, options: DemoOptions, store: Path | None = None) -> None:
     """Run the loop and serve the app until Ctrl-C (or until ``duration_s`` of event time has been written)."""
-    from bytewax.testing import run_main
-
+    from ccf.entry import run_dataflow
     from ccf.store.sinks import OutputSink
     from flows.features import build_flow, make_source
 
@@ -243,7 +242,7 @@ def run_demo(settings: Settings, options: DemoOptions, store: Path | None = None
 
     def run_flow() -> None:
         try:
-            run_main(flow)  # type: ignore[no-untyped-call]  # bytewax leaves its testing runner unannotated
+            run_dataflow(flow)
         finally:
             logger.info("features flow ended")
 

@@ -54,6 +54,32 @@ def start(*, debug: bool = False, stop_on_signals: bool = False) -> Settings:
     return settings
 
 
+def ccf_cause(exc: BaseException) -> CCFError | None:
+    """The :class:`CCFError` behind ``exc`` (Bytewax wraps what a step raises in its own runtime errors), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, CCFError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def run_dataflow(flow: object) -> None:
+    """Run ``flow`` to its end in this process; a :class:`CCFError` raised inside a step surfaces as itself (so
+    the entry point ends in one line) rather than as Bytewax's wrapper around it."""
+    from bytewax.testing import run_main
+
+    try:
+        run_main(flow)  # type: ignore[no-untyped-call]  # bytewax leaves its testing runner unannotated
+    except Exception as exc:
+        cause = ccf_cause(exc)
+        if cause is None:
+            raise
+        raise cause from exc
+
+
 def from_environment(build: Callable[[Settings], T]) -> T:
     """``build(settings)`` with the settings of the ``CCF_*`` environment (see :func:`start`); a
     :class:`CCFError` while building (a store that cannot be reached, say) ends the process in one line."""

@@ -31,6 +31,10 @@ class ConfigError(CCFError):
     """Settings that cannot be used."""
 
 
+class DataFileError(CCFError, ValueError):
+    """A data file (a capture, klines) that cannot be read at all: missing, empty, not a format CCF reads."""
+
+
 class ServiceError(CCFError):
     """A local service could not be obtained, started or reached."""
 

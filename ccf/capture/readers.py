@@ -25,6 +25,7 @@ import heapq
 import io
 import logging
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from operator import itemgetter
@@ -34,7 +35,7 @@ from typing import IO, TypeAlias
 import msgspec
 
 from ccf.capture.registry import VENUES, codec_for
-from ccf.errors import ParseError
+from ccf.errors import DataFileError, ParseError
 from ccf.schemas import BookTop, Kline, MarketRecord, Side, Trade
 from ccf.venues import binance
 from ccf.venues.event_time import EventTimes
@@ -106,9 +107,10 @@ def seconds_to_ns(text: str) -> int:
     return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
-def open_text(path: Path) -> IO[str]:
-    """Open a capture as text, decompressing when the file starts with the gzip or zstd magic bytes."""
-    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
+def open_text(path: Path, errors: str = "replace") -> IO[str]:
+    """Open a capture as text, decompressing when the file starts with the gzip or zstd magic bytes. A byte that is
+    not UTF-8 reads as U+FFFD (``errors="replace"``): its line then fails to parse and becomes a dead letter."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors=errors, newline="")
 
 
 def open_binary(path: Path) -> IO[bytes]:
@@ -126,18 +128,23 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def detect_format(path: str | Path) -> Format:
-    """The capture format of ``path``; raises :class:`ValueError` when it is none of :class:`Format`."""
+    """The capture format of ``path``; raises :class:`~ccf.errors.DataFileError` (one line) when it is missing,
+    empty, or none of :class:`Format`."""
     path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such file")
     match = _CRYPTOFEED_NAME.match(path.name)
     if match:
         return {"ws": Format.CRYPTOFEED_WS, "http": Format.CRYPTOFEED_HTTP}.get(match["kind"] or "",
                                                                            Format.CRYPTOFEED_META)
     try:
-        with open_text(path) as f:
+        with open_text(path, errors="strict") as f:
             head = [line for _, line in zip(range(20), f, strict=False) if line.strip()]
-    except (UnicodeDecodeError, OSError) as exc:  # binary (parquet, zip) or unreadable gzip
-        raise ValueError(f"unknown capture format: {path} ({exc})") from exc
-    first = head[0].rstrip("\r\n") if head else ""
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:  # binary (parquet, zip), or a broken gzip
+        raise DataFileError(f"{path}: not a capture CCF reads (binary or corrupt: {exc})") from exc
+    if not head:
+        raise DataFileError(f"{path}: empty file")
+    first = head[0].rstrip("\r\n")
     if first.startswith('{"ccf_recording":'):
         return Format.CCF_RECORDING
     if re.match(r"^\d{13,19} [{\[]", first):
@@ -154,7 +161,8 @@ def detect_format(path: str | Path) -> Format:
         return Format.CRYPTOFEED_WS
     if re.match(r"^\S+ -> [\d.]+: ", first):
         return Format.CRYPTOFEED_HTTP
-    raise ValueError(f"unknown capture format: {path}")
+    raise DataFileError(f"{path}: unknown capture format (first line {first[:60]!r}); CCF reads hftbacktest, "
+                        "cryptofeed, Tardis, Binance event and kline files and ccf record output")
 
 
 def read_records(paths: Iterable[str | Path], *, with_extra: bool = False) -> Iterator[Item]:
@@ -185,7 +193,32 @@ def cryptofeed_session(directory: str | Path, name: str) -> list[Path]:
     return [p for kind in ("ws", "http") for p in sorted(directory.glob(f"{name}.{kind}.*"))]
 
 
+_UNREADABLE = (EOFError, zlib.error, OSError, UnicodeDecodeError)
+"""What a truncated or corrupt compressed file raises part way through."""
+
+
 def _read_file(path: Path) -> Iterator[_Timed]:
+    """The items of ``path``; a file cut short (a truncated gzip, say) keeps what was read before the break, plus
+    one dead letter saying where it broke; a file with nothing readable is a :class:`DataFileError`."""
+    items = _items(path)
+    count, last_ts = 0, 0
+    while True:
+        try:
+            timed = next(items)
+        except StopIteration:
+            return
+        except _UNREADABLE as exc:
+            if count == 0:
+                raise DataFileError(f"{path}: nothing readable ({exc})") from exc
+            logger.warning("%s: unreadable after %d items (%s); the rest of the file is skipped", path, count, exc)
+            yield last_ts, ParseError(f"{path.name}: unreadable after {count} items: {exc}", raw="")
+            return
+        count += 1
+        last_ts = timed[0]
+        yield timed
+
+
+def _items(path: Path) -> Iterator[_Timed]:
     fmt = detect_format(path)
     logger.debug("reading %s as %s", path, fmt)
     if fmt is Format.CRYPTOFEED_WS or fmt is Format.CRYPTOFEED_HTTP:

@@ -1,0 +1,73 @@
+"""Files that cannot be read, or only in part: one line naming the file (exit 2), or what was readable plus a
+dead letter saying where the file broke; never a traceback, never a silent loss."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccf.capture.readers import read_records
+from ccf.errors import DataFileError, ParseError
+from tests.datafiles import data_file
+
+CAPTURE = "hftbacktest_binance_raw_ws/spot_ethusdt_20240808.gz"
+
+
+def _ccf(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCF_")}
+    return subprocess.run([sys.executable, "-m", "ccf.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize(("content", "says"), [(b"", "empty file"), (os.urandom(300) + b"\xff\xfe", "not a capture"),
+                                               (b"hello\nworld\n", "unknown capture format")])
+def test_unreadable_file_is_one_line_exit_2(tmp_path: Path, content: bytes, says: str) -> None:
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(content)
+    with pytest.raises(DataFileError, match=says):
+        list(read_records([bad]))
+    for cmd in (["book-replay", str(bad), "-o", str(tmp_path / "o.csv")],
+                ["backtest", "-i", str(bad), "-o", str(tmp_path / "out")]):
+        out = _ccf(*cmd)
+        assert out.returncode == 2, out.stderr[-2000:]
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("ccf: error: ") and str(bad) in last and says in last
+        assert "Traceback" not in out.stderr
+
+
+def test_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DataFileError, match="no such file"):
+        list(read_records([tmp_path / "nope.gz"]))
+
+
+def test_truncated_gzip_keeps_what_it_read_and_says_where_it_broke(tmp_path: Path) -> None:
+    whole = data_file(CAPTURE).read_bytes()
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    full = list(read_records([data_file(CAPTURE)]))
+    part = list(read_records([cut]))
+    errors = [i for i in part if isinstance(i, ParseError)]
+    assert len(errors) == 1 and "unreadable after" in errors[0].reason
+    records = [i for i in part if not isinstance(i, ParseError)]
+    assert 0 < len(records) < len(full)
+    assert records == full[: len(records)]  # what was readable is exactly the start of the capture
+
+
+def test_a_bad_byte_costs_one_line_not_the_file(tmp_path: Path) -> None:
+    with gzip.open(data_file(CAPTURE), "rb") as f:
+        lines = f.read().splitlines(keepends=True)[:2000]
+    broken = list(lines)
+    broken[1000] = broken[1000][:40] + b"\xff\xfe" + broken[1000][40:]
+    path = tmp_path / "bad_byte.gz"
+    path.write_bytes(gzip.compress(b"".join(broken)))
+    good = tmp_path / "good.gz"
+    good.write_bytes(gzip.compress(b"".join(lines)))
+    got, want = list(read_records([path])), list(read_records([good]))
+    errors = [i for i in got if isinstance(i, ParseError)]
+    assert len(errors) == 1
+    assert len(got) == len(want)  # the bad line became one dead letter in place of its record
