@@ -48,11 +48,26 @@ class _Counted:
     def __init__(self, it: Iterator[Any]) -> None:
         self.it = it
         self.n = 0
+        self.kinds: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[Any]:
         for rec in self.it:
             self.n += 1
+            kind = type(rec[0] if type(rec) is tuple else rec).__name__
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
             yield rec
+
+    def why_empty(self) -> str:
+        """Why records gave no feature window, in words."""
+        if self.n == 0:
+            return "the files hold no record"
+        parsed = {k: v for k, v in self.kinds.items() if not k.endswith("Error") and k != "RawFrame"}
+        if not parsed:
+            return f"none of its {self.n} items is a record CCF parses ({', '.join(sorted(self.kinds))})"
+        if not any(k in parsed for k in ("BookSnapshot", "Kline", "BookTop")):
+            return "the capture has no book snapshot, so no book ever starts (" + ", ".join(
+                f"{v} {k}" for k, v in sorted(parsed.items())) + ")"
+        return "its records span less than one window"
 
 
 def run_backtest(
@@ -94,6 +109,11 @@ def run_backtest(
     elapsed = time.perf_counter() - t0
 
     rows = [r for o in sink.outs for r in o.rows]
+    if not rows:
+        from ccf.errors import DataFileError
+
+        raise DataFileError(f"{', '.join(map(str, inputs))}: no feature window from {counted.n} items: "
+                            f"{counted.why_empty()}")
     preds = [p for o in sink.outs for p in o.predictions]
     final: dict[tuple[str, str, str, int], Any] = {}
     for o in sink.outs:

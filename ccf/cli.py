@@ -167,7 +167,7 @@ app.command("predict")(predict_cmd)
 @app.command("app")
 def app_cmd(
     host: str = typer.Option(None, "--host", help="Address to listen on (default: CCF_APP__HOST)."),
-    port: int = typer.Option(None, "--port", help="Port to listen on (default: CCF_APP__PORT)."),
+    port: int = typer.Option(None, "--port", min=0, max=65535, help="Port to listen on (default: CCF_APP__PORT)."),
     show: bool = typer.Option(False, "--show", help="Open it in a browser."),
 ) -> None:
     """Serve the Panel app (live prices, forecasts, leaderboard, book, health, news) on the configured store."""
@@ -181,14 +181,14 @@ def app_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    speed: float = typer.Option(1.0, "--speed", help="Pace of the synthetic venue: 1 real time, N = N times."),
-    tft_after: int = typer.Option(600, "--tft-after", help="Windows per symbol before the TFT trains (0: no TFT)."),
-    tft_epochs: int = typer.Option(3, "--tft-epochs", help="Training epochs of the TFT."),
-    duration: float = typer.Option(None, "--duration", help="Stop writing after this many seconds of event time."),
+    speed: float = typer.Option(1.0, "--speed", min=0.0, help="Pace of the synthetic venue: 1 real time, N = N times."),
+    tft_after: int = typer.Option(600, "--tft-after", min=0, help="Windows per symbol before the TFT trains (0: no TFT)."),
+    tft_epochs: int = typer.Option(3, "--tft-epochs", min=1, help="Training epochs of the TFT."),
+    duration: float = typer.Option(None, "--duration", min=0.0, help="Stop writing after this many seconds of event time."),
     store: Path = typer.Option(None, "--store", help="Store file (default: <run dir>/demo/store.duckdb)."),
     keep: bool = typer.Option(False, "--keep", help="Keep an earlier demo's store (default: start afresh)."),
     host: str = typer.Option(None, "--host", help="App address (default: CCF_APP__HOST)."),
-    port: int = typer.Option(None, "--port", help="App port (default: CCF_APP__PORT)."),
+    port: int = typer.Option(None, "--port", min=0, max=65535, help="App port (default: CCF_APP__PORT)."),
     show: bool = typer.Option(False, "--show", help="Open the app in a browser."),
 ) -> None:
     """The whole loop on embedded defaults: synthetic venue -> features -> baselines -> TFT -> forecasts -> scores,
