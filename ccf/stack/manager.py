@@ -70,6 +70,12 @@ def _base_env(run_dir: Path) -> dict[str, str]:
     return env
 
 
+def _user_settings() -> dict[str, str]:
+    """The ``CCF_*`` settings ``up`` was started with: every CCF role gets them (as compose's ``env_file``), under
+    what the role itself sets (the services' addresses, the venue, the data root)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CCF_") and k != MARKER}
+
+
 class StackManager:
     """The stack of one run dir. Nothing happens until a method is called."""
 
@@ -161,13 +167,13 @@ class StackManager:
                 spec = Spec(role.name, list(launch.cmd), env, str(launch.cwd), str(self.paths.events), r.base_s,
                             r.max_s)
             else:
-                env = {**base, **role.env, **options.extra_env}
+                env = {**base, **_user_settings(), **role.env, **options.extra_env}
                 spec = Spec(role.name, native_argv(role.command), env, str(self.paths.data), str(self.paths.events),
                             r.base_s, r.max_s)
             spec.write(self.paths.spec(role.name))
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         self.paths.conf.write_text(render(self.paths, roles, {MARKER: str(self.paths.run_dir)},
-                                          {**layout.services_env, **options.extra_env}))
+                                          {**_user_settings(), **layout.services_env, **options.extra_env}))
         record = {
             "run_dir": str(self.paths.run_dir), "ports": {n: rec.ports for n, rec in records.items()},
             "services": payload, "roles": [r.name for r in roles], "processes": options.processes,
