@@ -42,8 +42,10 @@ def _options(
 
 @app.command("backtest")
 def backtest_cmd(
-    inputs: list[Path] = typer.Option(..., "--input", "-i", exists=True, dir_okay=False,
-                                      help="Capture files (repeat the option); paired ws/http files go together."),
+    files: list[Path] = typer.Argument(None, exists=True, dir_okay=False,
+                                       help="Capture files; paired ws/http files go together."),
+    inputs: list[Path] = typer.Option(None, "--input", "-i", exists=True, dir_okay=False,
+                                      help="Capture files, as the arguments (repeat the option)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for features/predictions/scores parquet + summary."),
     fmt: str = typer.Option("auto", "--format", help="Input format, or auto to detect it per file."),
     models: str = typer.Option("naive,ewma,river_lr,river_ts", "--models",
@@ -61,6 +63,9 @@ def backtest_cmd(
     """
     from ccf.backtest import run_backtest
     from ccf.forecast.baselines import MODELS
+    inputs = [*(files or []), *(inputs or [])]
+    if not inputs:
+        raise typer.BadParameter("give the capture files: ccf backtest FILE... -o DIR", param_hint="FILE")
     settings = start(debug=_debug, stop_on_signals=True)
     every = [*MODELS, "tft"] if train_inputs else list(MODELS)
     chosen = every if models.strip() == "all" else [m.strip() for m in models.split(",") if m.strip()]

@@ -24,6 +24,10 @@ def _group() -> None:
 
 @app.command("serve")
 def serve_cmd(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Capture files to replay, in order (implies --mode replay); as --file."),
+    ] = None,
     mode: Annotated[str, typer.Option("--mode", help="synthetic (generated market) or replay (capture files).")] = (
         "synthetic"
     ),
@@ -71,7 +75,12 @@ def serve_cmd(
     venues = settings.venues
     if mode not in ("synthetic", "replay") or market not in ("spot", "futures"):
         raise typer.BadParameter(f"--mode synthetic|replay and --market spot|futures, got {mode!r}, {market!r}")
-    files = tuple(file or venues.replay_files)
+    replay = tuple([*(files or ()), *(file or ())] or venues.replay_files)
+    if files and mode == "synthetic":
+        mode = "replay"  # files given as arguments: what else would they be for
+    missing = [str(f) for f in replay if not Path(f).is_file()]
+    if missing:
+        raise typer.BadParameter(f"no such file: {', '.join(missing)}")
     try:
         config = ServerConfig(
             mode="replay" if mode == "replay" else "synthetic",
@@ -79,7 +88,7 @@ def serve_cmd(
             seed=venues.seed if seed is None else seed,
             alpha=alpha,
             speed=venues.speed if speed is None else speed,
-            files=files,
+            files=replay,
             market="futures" if market == "futures" else "spot",
             faults=tuple(parse_faults(fault or [])),
             max_conn_age_s=max_conn_age,
