@@ -116,7 +116,11 @@ class StackManager:
             self._start_supervisord()
         t0 = time.monotonic()
         deadline = t0 + options.timeout_s
-        self._start_in_order(roles, options, deadline)
+        try:
+            self._start_in_order(roles, options, deadline)
+        except Exception as exc:
+            raise ServiceError(f"the stack did not start: {' '.join(str(exc).split())[:300]} (see `ccf stack logs "
+                               "ROLE`; `ccf stack down` stops what did)") from exc
         status = self.status()
         if not options.wait_healthy:
             return status
@@ -158,6 +162,8 @@ class StackManager:
                  and (options.only is None or r.name.partition("-")[0] in options.only)]
         base = _base_env(self.paths.run_dir)
         self.paths.data.mkdir(parents=True, exist_ok=True)
+        if self.paths.events.exists():  # restarts are counted per `up`; the last run's events stay beside
+            self.paths.events.replace(self.paths.events.with_suffix(".previous.jsonl"))
         for role in roles:
             r = role.restart
             if role.name in INFRA:
