@@ -39,8 +39,8 @@ def up_cmd(
     live: bool = typer.Option(False, "--live", help="The venue's public endpoints, no local venue server."),
     symbols: str = typer.Option("", "--symbols", help="Comma-separated, e.g. BTC-USDT (default: the capture's)."),
     trainer_every: str = typer.Option("1h", "--trainer-every", help="Period of the TFT retrain."),
-    keep_times: bool = typer.Option(False, "--keep-times", help="Replay with the capture's own times (default: "
-                                                                "moved so that its first event is now)."),
+    keep_times: bool = typer.Option(False, "--keep-times", help="The feed's own times (default: moved so that its "
+                                                                "first event is now)."),
     app_port: int = typer.Option(0, "--app-port", min=0, max=65535, help="Panel app port (0: a free one)."),
     timeout: float = typer.Option(120.0, "--timeout", min=1.0, help="Seconds to wait for every role to be healthy."),
 ) -> None:

@@ -69,4 +69,4 @@ def venue_for(options: StackOptions, port: int) -> Venue:
         return Venue(mode="replay", files=tuple(p.resolve() for p in options.replay), speed=options.speed,
                      source=source, symbols=symbols, port=port, shift_to_now=options.shift_to_now)
     return Venue(mode="synthetic", speed=options.speed, source="binance", symbols=options.symbols or Venue().symbols,
-                 port=port)
+                 port=port, shift_to_now=options.shift_to_now)

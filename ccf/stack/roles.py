@@ -72,8 +72,8 @@ class Venue:
     symbols: tuple[str, ...] = ("BTC-USDT", "ETH-USDT")
     port: int = 0
     shift_to_now: bool = True
-    """Replay: move the capture's times so that its first event is now (the trainer's rolling window, the app and
-    Grafana look at recent times); off, the rows keep the capture's own times."""
+    """Move the feed's times so that its first event is now (the trainer's rolling window, the app and Grafana look
+    at recent times); off, a replay keeps the capture's own times (the synthetic market starts at a fixed date)."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ def _venue_command(venue: Venue) -> tuple[str, ...]:
     cmd = ["ccf", "venue-server", "serve", "--mode", venue.mode, "--speed", str(venue.speed), "--port", str(venue.port)]
     if venue.mode == "replay":
         cmd += [a for f in venue.files for a in ("--file", str(f))]
-        cmd += ["--shift-to-now"] if venue.shift_to_now else []
     else:
         cmd += ["--symbols", ",".join(venue.symbols)]
+    cmd += ["--shift-to-now"] if venue.shift_to_now else []
     if venue.source == "binance_futures":
         cmd += ["--market", "futures"]
     return tuple(cmd)
