@@ -76,6 +76,24 @@ def _user_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("CCF_") and k != MARKER}
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")[:160]
+    except OSError:
+        return "?"
+
+
 class StackManager:
     """The stack of one run dir. Nothing happens until a method is called."""
 
@@ -346,11 +364,12 @@ class StackManager:
                     proxy.stopAllProcesses(True)
                 with contextlib.suppress(Exception):
                     proxy.shutdown()
-                if not wait_for(lambda: supervisord_pid(self.paths) is None, timeout=timeout_s):
+                if not wait_for(lambda: not _running(pid), timeout=timeout_s):  # its pid file goes first
                     logger.warning("supervisord (pid %d) did not exit; killing it", pid)
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
             left = stack_processes(self.paths.run_dir)
+            strays = {p: _cmdline(p) for p in left}
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 for p in left:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -359,7 +378,8 @@ class StackManager:
                     left = stack_processes(self.paths.run_dir)
                     continue
                 break
-            if left:
-                logger.warning("stopped %d stray process(es) of the stack: %s", len(left), left)
+            if strays:
+                logger.warning("stopped %d stray process(es) of the stack: %s", len(strays),
+                               "; ".join(f"{p} {c}" for p, c in strays.items()))
             self.paths.pidfile.unlink(missing_ok=True)
         return stopped

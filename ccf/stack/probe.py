@@ -72,36 +72,35 @@ PROBES = {"venue": probe_venue, "features": probe_features, "app": probe_app}
 
 
 def consumer_lag(settings: Settings, group: str | None = None, timeout_s: float = TIMEOUT_S) -> int | None:
-    """Messages the consumer ``group`` (default: the features job's) has not committed yet, over the partitions it
-    has committed on; None when Kafka is not set, not reachable, or the group has committed nothing.
+    """Messages the consumer ``group`` (default: the features job's) has not committed yet, over the partitions of
+    the ``<prefix>*`` topics it has committed on; None when Kafka is not set, not reachable, or the group has
+    committed nothing.
 
     A transactional topic (``ccf.predictions``, written in Kafka transactions) ends with a commit marker that no
     consumer reads, so a group that has read everything still shows up to one message of lag per such partition.
+    Read with a plain consumer of the group (``committed`` without joining it), as the features job reads its own.
     """
     if not settings.kafka.enabled:
         return None
-    from confluent_kafka import Consumer, KafkaException
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    conf: dict[str, str | int | float | bool] = dict(settings.kafka.client_config())
     group = group or settings.kafka.group_id
+    prefix = settings.kafka.topic_prefix
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group, "enable.auto.commit": False})
     try:
-        from confluent_kafka import ConsumerGroupTopicPartitions
-
-        admin = AdminClient(conf)
-        futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout_s)
-        committed = [tp for tp in futures[group].result(timeout_s).topic_partitions if tp.offset >= 0]
+        topics = consumer.list_topics(timeout=timeout_s).topics
+        tps = [TopicPartition(name, p) for name, meta in topics.items() if name.startswith(prefix)
+               for p in meta.partitions]
+        committed = [tp for tp in consumer.committed(tps, timeout=timeout_s) if tp.offset >= 0] if tps else []
         if not committed:
             return None
-        consumer = Consumer({**conf, "group.id": f"{group}-lag-probe", "enable.auto.commit": False})
-        try:
-            total = 0
-            for tp in committed:
-                _, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
-                total += max(0, high - tp.offset)
-        finally:
-            consumer.close()
-    except (KafkaException, TimeoutError) as exc:
+        total = 0
+        for tp in committed:
+            _, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+            total += max(0, high - tp.offset)
+    except KafkaException as exc:
         logger.debug("consumer lag of %s: %s", group, exc)
         return None
+    finally:
+        consumer.close()
     return total
