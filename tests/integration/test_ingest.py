@@ -37,6 +37,7 @@ from ccf.venue_server.runner import ServerThread
 from ccf.wsource import WsConfig
 from flows.ingest import build_flow
 from tests.datafiles import data_file
+from tests.fakes import FakeMessage
 from tests.feed_server import FeedServer
 from tests.venue_fixtures import venue_server_factory  # noqa: F401
 
@@ -387,26 +388,12 @@ class _Err:
         return self.text
 
 
-class _Msg:
-    def __init__(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        self._t, self._k, self._v = topic, key, value
-
-    def topic(self) -> str:
-        return self._t
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes | None:
-        return self._v
-
-
 class FakeProducer:
     """Fails the deliveries ``fail(value, attempt)`` says; records what was delivered, in order."""
 
     def __init__(self, fail: Callable[[bytes, int], _Err | None]) -> None:
         self.fail = fail
-        self.queue: list[tuple[_Msg, Any]] = []
+        self.queue: list[tuple[FakeMessage, Any]] = []
         self.delivered: list[bytes] = []
         self.attempts: Counter[bytes] = Counter()
         self.config: dict[str, Any] = {}
@@ -416,7 +403,7 @@ class FakeProducer:
         return self
 
     def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
-        self.queue.append((_Msg(topic, key, value), on_delivery))
+        self.queue.append((FakeMessage(topic, key, value), on_delivery))
 
     def poll(self, timeout: float) -> int:
         return 0
