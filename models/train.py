@@ -367,7 +367,7 @@ def report_failure(settings: Settings, at: datetime, failures: int, error: str) 
 
     row = {"ts": int(at.timestamp() * 1e9), "venue": "trainer", "symbol": "", "kind": "retrain_failed", "value": 1.0,
            "detail": f"{failures} in a row (max {settings.trainer.max_failures}): {error}"[:500], "seq": failures}
-    write_health(settings, [row])
+    write_health(settings, [row], what="the failed retrain")
 
 
 def _store_retrain(settings: Settings, cfg: TrainConfig, symbols: Sequence[str] | None,

@@ -141,7 +141,7 @@ def detect_format(path: str | Path) -> Format:
         with open_text(path, errors="strict") as f:
             head = [line for _, line in zip(range(20), f, strict=False) if line.strip()]
     except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:  # binary (parquet, zip), or a broken gzip
-        raise DataFileError(f"{path}: not a capture CCF reads (binary or corrupt: {exc})") from exc
+        raise DataFileError(f"{path}: unknown capture format (binary or corrupt: {exc})") from exc
     if not head:
         raise DataFileError(f"{path}: empty file")
     first = head[0].rstrip("\r\n")

@@ -125,7 +125,8 @@ class Recorder:
         from ccf.store.sinks import write_health
 
         row = {k: record[k] for k in ("ts", "venue", "symbol", "kind", "value", "detail")}
-        write_health(load_settings(), [{**row, "detail": str(row["detail"])[:500], "seq": int(record["value"])}])
+        write_health(load_settings(), [{**row, "detail": str(row["detail"])[:500], "seq": int(record["value"])}],
+                     what=f"the {record['kind']} of {record['symbol']}")
 
     def _publish(self, role: str, kind: str, entry: dict[str, Any]) -> None:
         from ccf.ingest.health import health

@@ -202,7 +202,8 @@ class OutputSink(FixedPartitionedSink[EngineOut, None]):
         return _OutputPartition(open_store(s), kafka, s.forecast.quantiles, where, marks)
 
 
-def write_health(settings: Settings, rows: Sequence[dict[str, Any]], timeout_s: float = 10.0) -> bool:
+def write_health(settings: Settings, rows: Sequence[dict[str, Any]], what: str = "health rows",
+                 timeout_s: float = 10.0) -> bool:
     """Upsert ``rows`` into the store's health table, best effort (a side channel, such as a failed retrain or a
     restarted role, must never fail for it): a store that cannot be written is logged and False is returned."""
     quick = settings.model_copy(update={"questdb": settings.questdb.model_copy(update={"retry_timeout_s": timeout_s})})
@@ -213,6 +214,6 @@ def write_health(settings: Settings, rows: Sequence[dict[str, Any]], timeout_s: 
         finally:
             store.close()
     except Exception as exc:
-        logger.warning("could not write %d health row(s): %s", len(rows), " ".join(str(exc).split())[:300])
+        logger.warning("could not write %s to the health table: %s", what, " ".join(str(exc).split())[:300])
         return False
     return True

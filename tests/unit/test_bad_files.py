@@ -24,7 +24,7 @@ def _ccf(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=False)
 
 
-@pytest.mark.parametrize(("content", "says"), [(b"", "empty file"), (os.urandom(300) + b"\xff\xfe", "not a capture"),
+@pytest.mark.parametrize(("content", "says"), [(b"", "empty file"), (os.urandom(300) + b"\xff\xfe", "binary or corrupt"),
                                                (b"hello\nworld\n", "unknown capture format")])
 def test_unreadable_file_is_one_line_exit_2(tmp_path: Path, content: bytes, says: str) -> None:
     bad = tmp_path / "bad.gz"
