@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("INFO")
     manager = StackManager(args.run_dir)
     manager.down()
+    if (args.run_dir / "stack" / "stack.json").is_file():  # a soak starts afresh: no rows, offsets or trainer state
+        shutil.rmtree(args.run_dir)
     t_up = time.monotonic()
     status = manager.up(StackOptions(replay=tuple(args.replay), speed=args.speed, trainer_every=args.trainer_every,
                                      timeout_s=300))
