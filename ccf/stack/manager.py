@@ -28,7 +28,7 @@ from typing import Any
 
 from ccf.errors import ConfigError, ServiceError
 from ccf.services.manager import default_drivers
-from ccf.services.process import free_ports, port_is_free, wait_for
+from ccf.services.process import free_ports, pid_alive, port_is_free, wait_for
 from ccf.services.state import ServiceRecord, env_vars, status_payload
 from ccf.stack.events import read_events, restarts
 from ccf.stack.replay import venue_for
@@ -74,17 +74,6 @@ def _user_settings() -> dict[str, str]:
     """The ``CCF_*`` settings ``up`` was started with: every CCF role gets them (as compose's ``env_file``), under
     what the role itself sets (the services' addresses, the venue, the data root)."""
     return {k: v for k, v in os.environ.items() if k.startswith("CCF_") and k != MARKER}
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _cmdline(pid: int) -> str:
@@ -364,7 +353,7 @@ class StackManager:
                     proxy.stopAllProcesses(True)
                 with contextlib.suppress(Exception):
                     proxy.shutdown()
-                if not wait_for(lambda: not _running(pid), timeout=timeout_s):  # its pid file goes first
+                if not wait_for(lambda: not pid_alive(pid), timeout=timeout_s):  # its pid file goes first
                     logger.warning("supervisord (pid %d) did not exit; killing it", pid)
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)

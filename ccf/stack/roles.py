@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-INFRA = ("kafka", "questdb", "mlflow")
+from ccf.services.state import SERVICES
+
+INFRA = SERVICES
 """Roles the services manager's drivers launch (:mod:`ccf.services`)."""
 
 Restart = Literal["always", "on-failure", "never"]
