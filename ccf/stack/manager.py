@@ -11,6 +11,7 @@ healthy, or raises after ``timeout_s`` naming the roles that are not (the stack 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -140,6 +141,7 @@ class StackManager:
         return status
 
     def _prepare(self, options: StackOptions) -> list[Role]:
+        venue = venue_for(options, 0)  # a bad --replay fails here, before any service is prepared
         drivers = default_drivers()
         previous = self.state().get("ports", {})
         taken: list[int] = []
@@ -159,7 +161,7 @@ class StackManager:
         payload = status_payload(records)
         venue_port, app_port, *cluster = free_ports(2 + (options.processes if options.processes > 1 else 0),
                                                      avoid=taken)
-        venue = venue_for(options, venue_port)
+        venue = dataclasses.replace(venue, port=venue_port)
         services_env = env_vars(payload) if options.services_env is None else dict(options.services_env)
         layout = Layout(services_env=services_env, data_root=str(self.paths.data),
                         app_port=options.app_port or app_port, processes=options.processes,
