@@ -204,7 +204,9 @@ def test_each_fault_is_visible_to_the_client(
         return
     if check == "stall":
         gaps = [b - a for a, b in zip(got.times, got.times[1:], strict=False)]
-        assert max(gaps) >= 1.1
+        # client receive times: a client that read the message before the stall late (a loaded machine) sees a
+        # shorter gap than the server's 1.2 s (1.06 s seen in CI); every other gap is milliseconds
+        assert max(gaps) >= 0.8
         assert gaps.index(max(gaps)) == 19
         return
     if check == "disconnect":
