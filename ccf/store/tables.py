@@ -107,6 +107,22 @@ HEALTH = Table(
 )
 
 
+NEWS = Table(
+    "news",
+    (
+        ("fetched", "ts"),  # when we first saw it: the time features use
+        ("id", "str"),
+        ("feed", "symbol"),
+        ("title", "str"),
+        ("link", "str"),
+        ("published", "ts"),  # what the feed claims; null when it claims nothing
+        ("sentiment", "float"),  # compound score in [-1, 1] of title + summary (ccf.news.sentiment)
+        ("bases", "str"),  # base assets the item names, comma-separated ("BTC,ETH"), empty when none
+    ),
+    "fetched",
+    ("fetched", "id"),
+)
+
 def feature_row_values(row: FeatureRow) -> dict[str, Any]:
     d: dict[str, Any] = {
         "window_start": row.window_start,
