@@ -129,6 +129,24 @@ def config_cmd(
         typer.echo(listing(settings))
 
 
+@app.command("schema")
+def schema_cmd(
+    out: Path = typer.Option(Path("docs/schemas"), "--out", "-o", file_okay=False,
+                             help="Folder for one <topic>.schema.json per Kafka topic."),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 when a file is missing or stale."),
+) -> None:
+    """Write the JSON Schema of every Kafka topic CCF writes (the consumer contract: docs/consumers.md)."""
+    from ccf.contract import stale_files, write_schemas
+
+    if check:
+        stale = stale_files(out)
+        for name in stale:
+            typer.echo(f"stale: {out / name} (regenerate: ccf schema --out {out})", err=True)
+        raise typer.Exit(1 if stale else 0)
+    for path in write_schemas(out):
+        typer.echo(path)
+
+
 @app.command("record")
 def record_cmd(
     out: Path = typer.Option(..., "--out", "-o", file_okay=False, help="Directory for the recording files."),

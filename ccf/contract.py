@@ -9,9 +9,9 @@ them (:mod:`ccf.store.sinks`, :mod:`ccf.store.kafka_out`). ``health`` and ``dlq`
 (:mod:`ccf.ingest.health`); their schemas are written here by hand and name the common fields every entry has.
 
 Every schema leaves unknown fields allowed: a reader must ignore fields it does not know (``msgspec`` structs do:
-``forbid_unknown_fields=False``), and refuse a ``type`` whose ``.vN`` it does not know. ``docs/topics.md`` is the
-prose half of the contract; ``docs/topics/<topic>.schema.json`` are these schemas, written by
-``python -m ccf.contract --out docs/topics`` (a unit test fails when they are stale).
+``forbid_unknown_fields=False``), and refuse a ``type`` whose ``.vN`` it does not know. ``docs/consumers.md`` is the
+prose half of the contract; ``docs/schemas/<topic>.schema.json`` are these schemas, written by
+``ccf schema`` (``--out docs/schemas``; a unit test fails when they are stale).
 
 >>> schemas = topic_schemas()
 >>> list(schemas)
@@ -191,7 +191,7 @@ def stale_files(out_dir: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ccf.contract --out docs/topics [--check]``."""
+    """``python -m ccf.contract --out docs/schemas [--check]`` (the same as ``ccf schema``)."""
     parser = argparse.ArgumentParser(prog="python -m ccf.contract", description="Write the JSON Schema of every "
                                      "topic CCF writes to Kafka.")
     parser.add_argument("--out", type=Path, required=True, help="folder for the <topic>.schema.json files")

@@ -1,11 +1,13 @@
-"""A downstream consumer of CCF's outputs: ``ccf.features`` and ``ccf.predictions``, one printed line per record.
+"""A downstream consumer of CCF's outputs: ``ccf.predictions`` and ``ccf.scores`` (and ``ccf.features`` when asked),
+one printed line per record.
 
     python examples/consumer.py --bootstrap 127.0.0.1:9092 --from-beginning --max-messages 20
+    python examples/consumer.py --topics predictions,scores,features
 
-The contract it relies on is ``docs/topics.md``: the features job writes these topics in Kafka transactions, so the
+The contract it relies on is ``docs/consumers.md``: the features job writes these topics in Kafka transactions, so the
 consumer reads with ``isolation.level=read_committed`` (it never sees a batch that was aborted, or one still open);
 values are :func:`ccf.schemas.encode` JSON that :func:`ccf.schemas.decode` turns back into
-:class:`~ccf.schemas.FeatureRow` / :class:`~ccf.schemas.Prediction`, ignoring fields this version does not know.
+:class:`~ccf.schemas.Prediction`, :class:`~ccf.schemas.Score` or :class:`~ccf.schemas.FeatureRow`, ignoring fields this version does not know.
 A value that does not decode (another producer's, a newer ``type`` version) is reported on stderr and skipped.
 
 It commits no offsets: each run starts where ``auto.offset.reset`` says, at the end of the topics, or at their
@@ -24,9 +26,9 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, KafkaException
 
-from ccf.schemas import FeatureRow, Prediction, Record, decode, feature
+from ccf.schemas import FeatureRow, Prediction, Record, Score, decode, feature
 
-TOPICS = ("features", "predictions")
+TOPICS = ("predictions", "scores")
 
 
 def _time(ns: int) -> str:
@@ -45,7 +47,15 @@ def describe(record: Record) -> str:
         return (f"prediction {record.venue}:{record.symbol} {record.model}@{record.model_version} "
                 f"h={record.horizon_steps} ({record.horizon_s:g} s) issued_at={_time(record.issued_at)} "
                 f"target_time={_time(record.target_time)} value={record.value:.6g}{bands}")
+    if isinstance(record, Score):
+        return (f"score {record.venue}:{record.symbol} {record.model} h={record.horizon_steps} "
+                f"window_end={_time(record.window_end)} n={record.n} mae={record.mae:.6g} "
+                f"skill={_maybe(record.skill)} coverage={_maybe(record.coverage)}")
     return f"{type(record).__name__} (not expected on these topics)"
+
+
+def _maybe(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
 
 
 def consumer_config(bootstrap: str, group: str, from_beginning: bool) -> dict[str, Any]:
@@ -58,9 +68,10 @@ def consumer_config(bootstrap: str, group: str, from_beginning: bool) -> dict[st
     }
 
 
-def run(bootstrap: str, prefix: str, *, from_beginning: bool, max_messages: int | None, group: str) -> int:
+def run(bootstrap: str, prefix: str, *, from_beginning: bool, max_messages: int | None, group: str,
+        topics: Sequence[str] = TOPICS) -> int:
     consumer = Consumer(consumer_config(bootstrap, group, from_beginning))
-    consumer.subscribe([prefix + t for t in TOPICS])
+    consumer.subscribe([prefix + t for t in topics])
     printed = 0
     try:
         while max_messages is None or printed < max_messages:
@@ -88,16 +99,18 @@ def run(bootstrap: str, prefix: str, *, from_beginning: bool, max_messages: int 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Print CCF's feature rows and predictions from Kafka.")
+    parser = argparse.ArgumentParser(description="Print CCF's predictions and scores (or feature rows) from Kafka.")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers (host:port,...)")
     parser.add_argument("--prefix", default="ccf.", help="CCF's topic prefix (CCF_KAFKA__TOPIC_PREFIX)")
     parser.add_argument("--from-beginning", action="store_true", help="start at the beginning of the topics")
     parser.add_argument("--max-messages", type=int, default=None, metavar="N", help="stop after N records")
+    parser.add_argument("--topics", default=",".join(TOPICS),
+                        help="comma-separated topics without the prefix: predictions, scores, features")
     parser.add_argument("--group", default=None, help="consumer group id (default: a fresh one per run)")
     args = parser.parse_args(argv)
     group = args.group or f"ccf-example-{uuid.uuid4().hex[:12]}"
     return run(args.bootstrap, args.prefix, from_beginning=args.from_beginning, max_messages=args.max_messages,
-               group=group)
+               group=group, topics=[t.strip() for t in args.topics.split(",") if t.strip()])
 
 
 if __name__ == "__main__":

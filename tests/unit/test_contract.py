@@ -26,7 +26,7 @@ from tests.datafiles import data_file
 from tests.fakes import FakeMessage
 
 ROOT = Path(__file__).resolve().parents[2]
-TOPICS_DIR = ROOT / "docs" / "topics"
+TOPICS_DIR = ROOT / "docs" / "schemas"
 CAPTURE = "hftbacktest_binance_raw_ws/spot_ethusdt_20240808.gz"
 KLINES = "binance_spot_btcusdt_1m_klines/BTCUSDT-1m-2024-12-22.csv.gz"
 RSS = "rss_feeds/crypto_news/coindesk_rss_2023-03-13.xml"
@@ -161,14 +161,14 @@ def _dead_letter() -> dict[str, Any]:
 
 
 def test_committed_schema_files_are_the_codes() -> None:
-    assert contract.stale_files(TOPICS_DIR) == [], "regenerate them: python -m ccf.contract --out docs/topics"
+    assert contract.stale_files(TOPICS_DIR) == [], "regenerate them: ccf schema"
     assert sorted(p.name for p in TOPICS_DIR.glob("*.json")) == sorted(contract.schema_texts())
 
 
 def test_every_topic_is_documented() -> None:
-    doc = (ROOT / "docs" / "topics.md").read_text()
+    doc = (ROOT / "docs" / "consumers.md").read_text()
     for topic in contract.TOPICS:
-        assert f"## `ccf.{topic}`" in doc and f"topics/{contract.schema_file(topic)}" in doc, topic
+        assert f"## `ccf.{topic}`" in doc and f"schemas/{contract.schema_file(topic)}" in doc, topic
 
 
 @pytest.mark.parametrize("topic", contract.TOPICS)
@@ -292,3 +292,23 @@ def test_dead_letters_validate() -> None:
     validator = _validator("dlq")
     validator.validate(json.loads(json.dumps(entry)))
     assert not validator.is_valid({k: v for k, v in entry.items() if k != "raw"})
+
+
+def test_the_documented_consumer_is_the_example_file() -> None:
+    doc = (ROOT / "docs" / "consumers.md").read_text()
+    listing = doc.split("```python\n", 1)[1].split("```\n", 1)[0]
+    assert listing == (ROOT / "examples" / "consumer.py").read_text()
+
+
+def test_ccf_schema_writes_every_topic_and_checks(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ccf.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["schema", "--out", str(tmp_path), "--check"]).exit_code == 1
+    written = runner.invoke(app, ["schema", "--out", str(tmp_path)])
+    assert written.exit_code == 0, written.output
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(contract.schema_texts())
+    assert runner.invoke(app, ["schema", "--out", str(tmp_path), "--check"]).exit_code == 0
+    assert runner.invoke(app, ["schema", "--check"]).exit_code == 0  # the committed docs/schemas, from the repo root
