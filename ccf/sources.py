@@ -66,6 +66,46 @@ def chunk_by_key(records: Sequence[Any]) -> list[Chunk]:
 _MAX_SLEEP_S = 0.5
 """Longest a paced partition sleeps between batches, so a stop request (:mod:`ccf.stopping`) is seen promptly."""
 
+BEHIND_CHECK_S = 10.0
+"""Wall seconds between two checks of a paced partition against its schedule."""
+
+
+class PaceWatch:
+    """Tells when a paced source falls behind the speed it was asked for, at most once per ``every_s`` wall seconds.
+
+    A source is behind when, over the last check interval, event time advanced at less than 90 % of the asked speed
+    while due records were waiting (the schedule is more than one second of event time ahead of what was emitted).
+
+    >>> w = PaceWatch(10.0, every_s=10.0)
+    >>> w.check(wall_s=0.0, event_s=0.0, due_s=0.0) is None
+    True
+    >>> w.check(wall_s=10.0, event_s=18.0, due_s=100.0)
+    'running at 1.8x real time where 10x was asked (82 s of event time behind)'
+    >>> w.check(wall_s=20.0, event_s=118.0, due_s=200.0) is None  # 10x over this interval: keeping up again
+    True
+    """
+
+    def __init__(self, pace: float, every_s: float = BEHIND_CHECK_S) -> None:
+        self.pace = pace
+        self.every_s = every_s
+        self._mark: tuple[float, float] | None = None
+        self.warnings = 0
+
+    def check(self, wall_s: float, event_s: float, due_s: float) -> str | None:
+        if self._mark is None:
+            self._mark = (wall_s, event_s)
+            return None
+        wall0, event0 = self._mark
+        if wall_s - wall0 < self.every_s:
+            return None
+        self._mark = (wall_s, event_s)
+        speed = (event_s - event0) / (wall_s - wall0)
+        behind = due_s - event_s
+        if speed >= 0.9 * self.pace or behind <= 1.0:
+            return None
+        self.warnings += 1
+        return f"running at {speed:.2g}x real time where {self.pace:g}x was asked ({behind:.0f} s of event time behind)"
+
 
 class _RecordPartition(StatefulSourcePartition[Chunk, int]):
     def __init__(
@@ -88,6 +128,7 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
         self._wall0: datetime | None = None
         self._awake: datetime | None = None
         self._pending: Any = None  # read, not yet due (pace): emitted by a later call, not counted in the snapshot
+        self._watch = PaceWatch(pace, every_s=BEHIND_CHECK_S) if pace > 0 else None
         for _ in range(self._done):  # deterministic input: skip what an earlier run already emitted
             rec = next(self._it, None)
             if rec is None:
@@ -135,7 +176,16 @@ class _RecordPartition(StatefulSourcePartition[Chunk, int]):
             self._last_ts = ts
             out.append(rec)
             self._done += 1
+        if self._watch is not None and out:
+            self._check_pace(now)
         return chunk_by_key(out)
+
+    def _check_pace(self, now: datetime) -> None:
+        assert self._wall0 is not None and self._first_ts is not None and self._watch is not None
+        wall = (now - self._wall0).total_seconds()
+        message = self._watch.check(wall, (self._last_ts - self._first_ts) / 1e9, wall * self._pace)
+        if message is not None:
+            logger.warning("%s falls behind: %s", self._name, message)
 
     def next_awake(self) -> datetime | None:
         awake, self._awake = self._awake, None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from bytewax.testing import TestingSink, run_main
 
 from ccf.errors import ParseError
@@ -77,3 +78,23 @@ def test_kafka_messages_decode_and_bad_ones_become_dead_letters() -> None:
     assert len(dead) == 2
     assert dead[0].venue == "binance" and dead[0].symbol == "BTC-USDT" and dead[0].raw == b"{broken"
     assert "ccf.trades[0]@9" in dead[0].reason and "broker down" in dead[1].reason
+
+
+def test_paced_source_keeps_real_time_from_the_first_record_and_warns_when_it_falls_behind(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    from ccf import sources
+
+    # real time: 2 s of event time (trades every 0.1 s) take 2 s of wall time, the first record included
+    started = time.monotonic()
+    out = _run(RecordSource({"p": lambda: iter(trades(21))}, batch_size=2000, pace=1.0))
+    assert sum(len(c) for _, c in out) == 21
+    assert 1.9 <= time.monotonic() - started < 4.0  # 2 s of schedule; the upper bound only catches a stuck source
+
+    # asked for far more than a per-record batch can give: a warning names the source and the speed it reached
+    monkeypatch.setattr(sources, "BEHIND_CHECK_S", 0.01)
+    caplog.set_level("WARNING", logger="ccf.sources")
+    _run(RecordSource({"p": lambda: iter(trades(20000))}, batch_size=1, pace=1e6))
+    behind = [r.getMessage() for r in caplog.records if "falls behind" in r.getMessage()]
+    assert behind and "partition p falls behind: running at" in behind[0] and "where 1e+06x was asked" in behind[0]
