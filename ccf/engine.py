@@ -15,7 +15,7 @@ from ccf.features.klines import KlineWindows
 from ccf.features.windows import BookKeeper, SymbolWindows, WindowConfig
 from ccf.forecast.baselines import MODELS, SymbolForecaster
 from ccf.forecast.scoring import Scorer
-from ccf.schemas import FeatureRow, Prediction, Score, feature
+from ccf.schemas import FeatureRow, NewsItem, Prediction, Score, feature
 from ccf.settings import Settings
 
 
@@ -56,11 +56,13 @@ class EngineOut:
     scores: list[Score] = field(default_factory=list)
     late: list[Any] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
+    news: list[tuple[NewsItem, float]] = field(default_factory=list)
+    """News items received (each once, before routing to symbols) with their sentiment: the ``news`` table."""
     made_at: float = 0.0
     """``time.monotonic()`` when the engine produced it (window-close -> sink latency is measured from here)."""
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.predictions or self.scores or self.late or self.problems)
+        return bool(self.rows or self.predictions or self.scores or self.late or self.problems or self.news)
 
 
 def problem_dict(problem: Any, venue: str, symbol: str, ts: int) -> dict[str, Any]:

@@ -5,7 +5,11 @@ QuestDB (or the embedded DuckDB store) and Kafka. Sources, by settings:
 
 - Kafka raw topics (``ccf.book``, ``ccf.trades``, ``ccf.news``) when ``CCF_KAFKA__BOOTSTRAP_SERVERS`` is set;
 - otherwise in process: the seeded synthetic venue (default, offline), or capture replay
-  (``CCF_VENUES__SOURCE=replay`` with ``CCF_VENUES__REPLAY_FILES``).
+  (``CCF_VENUES__SOURCE=replay`` with ``CCF_VENUES__REPLAY_FILES``), and the news feeds when
+  ``CCF_NEWS__ENABLED`` is set.
+
+Each news item is scored once (sentiment, :mod:`ccf.news.sentiment`), written once to the ``news`` table, and
+routed to the symbols whose base asset it names (``news_count``, ``news_sentiment`` of their windows).
 
 ``CCF_STOP_AFTER`` ends the sources after that many seconds of event time; the run then stops cleanly and prints a
 one-line summary. The module builds, it does not run: ``flow`` is made on first access, and tests call
@@ -26,7 +30,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from ccf.engine import EngineConfig, EngineOut, SymbolEngine
-from ccf.features.news import route_news
+from ccf.features.news import route_news, scored
 from ccf.settings import Settings
 from ccf.sources import DLQ_KEY, NEWS_KEY
 
@@ -116,11 +120,14 @@ def build_flow(
     split = op.branch("usable", chunks, lambda kv: kv[0] != DLQ_KEY)
     routes = [(settings.venues.source, s) for s in settings.venues.symbols]
     news_split = op.branch("news_or_market", split.trues, lambda kv: kv[0] != NEWS_KEY)
-    routed = op.flat_map("route_news", news_split.falses, lambda kv: route_news(kv[1], routes))
+    news_scored = op.map("score_news", news_split.falses, lambda kv: scored(kv[1]))  # once per item, not per symbol
+    routed = op.flat_map("route_news", news_scored, lambda pairs: route_news(pairs, routes))
     market = op.merge("market_and_news", news_split.trues, routed)
     outs = op.stateful_batch("engine", market, lambda resume: _EngineLogic(make, resume))
     dead = op.map_value("dead_letters", split.falses, _dead_letters)
-    op.output("outputs", op.merge("all_outputs", outs, dead), sink if sink is not None else make_sink(settings))
+    news_table = op.map("news_rows", news_scored, lambda pairs: (NEWS_KEY, EngineOut(news=pairs)))
+    op.output("outputs", op.merge("all_outputs", outs, dead, news_table),
+              sink if sink is not None else make_sink(settings))
     return flow
 
 

@@ -12,7 +12,9 @@ Windows are tumbling, aligned to the epoch, ``[start, end)`` in venue time (ns).
 - **Every window** between the symbol's first and last event gets a row; a window with no event carries the book
   forward with zero trade flow and says so (``carried = 1``).
 - News items count in the window of their *fetched* time; they never move the watermark (our clock, not the
-  venue's), so a news item can only be late or wait for its window.
+  venue's), so a news item can only be late or wait for its window. ``news_sentiment`` is the mean sentiment
+  (:mod:`ccf.news.sentiment`, in [-1, 1]) of the window's items, NaN when it has none. A news item comes as
+  ``(item, sentiment)`` (the flow scores each item once, :func:`ccf.features.news.route_news`) or bare (scored here).
 - A book that is not whole (before its first snapshot, after a gap or checksum failure until resynced) gives
   ``book_valid = False`` and NaN book features; ``epoch`` counts resyncs. A window with a book update that met a book not
   whole (buffered before a snapshot, or the one that broke it) has book features (the book at its end) but
@@ -31,6 +33,7 @@ from typing import Any, Protocol
 
 from ccf.errors import DataError
 from ccf.features.book import book_feature_names, book_features
+from ccf.features.news import news_sentiment
 from ccf.features.ofi import OrderFlowImbalance
 from ccf.features.returns import RealizedVol, log_return
 from ccf.features.trades import TRADE_FEATURES, TradeFlow
@@ -61,8 +64,8 @@ class BookKeeper(Protocol):
 def feature_names(levels: Sequence[int] = (1, 5, 10)) -> list[str]:
     """Every feature column of :data:`FEATURE_SET`, in order.
 
-    >>> feature_names((1,))[-6:]
-    ['mid_logret', 'realized_vol', 'news_count', 'book_events', 'carried', 'late_trades']
+    >>> feature_names((1,))[-7:]
+    ['mid_logret', 'realized_vol', 'news_count', 'news_sentiment', 'book_events', 'carried', 'late_trades']
     """
     return [
         *book_feature_names(levels),
@@ -71,6 +74,7 @@ def feature_names(levels: Sequence[int] = (1, 5, 10)) -> list[str]:
         "mid_logret",
         "realized_vol",
         "news_count",
+        "news_sentiment",
         "book_events",
         "carried",
         "late_trades",
@@ -105,6 +109,7 @@ class _Open:
     ofi: float = 0.0
     book_events: int = 0
     news: int = 0
+    sentiment: float = 0.0  # sum over the window's news items
 
 
 class SymbolWindows:
@@ -174,7 +179,9 @@ class SymbolWindows:
                 if ts < self.next_end - w:
                     late.append(rec)
                 else:
-                    self._window(ts).news += 1
+                    win = self._window(ts)
+                    win.news += 1
+                    win.sentiment += extra if isinstance(extra, float) else news_sentiment(rec)
                 continue
             if self.max_ts is None or ts > self.max_ts:
                 self.max_ts = ts
@@ -297,6 +304,7 @@ class SymbolWindows:
             row["mid_logret"] = r
             row["realized_vol"] = self.vol.get()
             row["news_count"] = float(win.news)
+            row["news_sentiment"] = win.sentiment / win.news if win.news else NAN
             row["book_events"] = float(win.book_events)
             row["carried"] = 1.0 if win.book_events == 0 and win.trades.count == 0 else 0.0
             row["late_trades"] = float(self.late_trades)

@@ -22,10 +22,12 @@ from ccf.store.high_water import HighWater, Marks
 from ccf.store.kafka_out import KafkaWriter, tail_marks
 from ccf.store.tables import (
     HEALTH,
+    NEWS,
     SCORES,
     Table,
     feature_row_values,
     features_table,
+    news_values,
     prediction_values,
     predictions_table,
     score_values,
@@ -48,6 +50,7 @@ def all_tables(settings: Settings) -> list[Table]:
         predictions_table(settings.forecast.quantiles),
         SCORES,
         HEALTH,
+        NEWS,
     ]
 
 
@@ -114,7 +117,7 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         self.kafka = kafka
         self.quantiles = tuple(quantiles)
         self.where = where
-        self.written = {"features": 0, "predictions": 0, "scores": 0, "health": 0}
+        self.written = {"features": 0, "predictions": 0, "scores": 0, "health": 0, "news": 0}
         self.symbols: set[str] = set()
         self.held = HighWater.load(store.high_water)
         self.sent = self.held.combined(kafka_marks or {})  # what Kafka holds: the store's, or a newer committed batch
@@ -135,6 +138,9 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         for table, pairs in made.items():
             self.written[table] += self.store.upsert(table, [v for _, v in self.held.keep(table, pairs)])
         self.written["health"] += self.store.upsert("health", health)
+        # news: once per item, keyed by (fetched, id), so a replayed item upserts its row (not sent to Kafka: ccf.news
+        # already carries every item)
+        self.written["news"] += self.store.upsert("news", [news_values(n, s) for o in items for n, s in o.news])
 
     def snapshot(self) -> None:
         return None
@@ -144,7 +150,7 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         # the run's one-line summary (stdout: it is the job's result, not a log record)
         print(
             f"ccf features: {w['features']} feature rows, {w['predictions']} predictions, {w['scores']} scores, "
-            f"{w['health']} health rows for {len(self.symbols)} symbols ({', '.join(sorted(self.symbols))}) "
+            f"{w['health']} health rows, {w['news']} news items for {len(self.symbols)} symbols ({', '.join(sorted(self.symbols))}) "
             f"-> {self.where}{_held_note(self.held.dropped)}",
             flush=True,
         )

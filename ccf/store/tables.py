@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ccf.features.klines import KLINE_FEATURES
+from ccf.features.news import mentioned_bases
 from ccf.features.windows import feature_names
-from ccf.schemas import FeatureRow, Prediction, Score
+from ccf.schemas import FeatureRow, NewsItem, Prediction, Score
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,28 @@ NEWS = Table(
     "fetched",
     ("fetched", "id"),
 )
+"""One row per news item: the same item (same id, same fetch time) replayed upserts the same row."""
+
+
+def news_values(item: NewsItem, sentiment: float) -> dict[str, Any]:
+    """A :data:`NEWS` row of ``item``.
+
+    >>> item = NewsItem(id="a-1", feed="f", title="Bitcoin and Ether rally", link="", published=None, fetched=7)
+    >>> row = news_values(item, 0.5)
+    >>> row["fetched"], row["id"], row["published"], row["sentiment"], row["bases"]
+    (7, 'a-1', None, 0.5, 'BTC,ETH')
+    """
+    return {
+        "fetched": item.fetched,
+        "id": item.id,
+        "feed": item.feed,
+        "title": item.title,
+        "link": item.link,
+        "published": item.published,
+        "sentiment": sentiment,
+        "bases": ",".join(sorted(mentioned_bases(item))),
+    }
+
 
 def feature_row_values(row: FeatureRow) -> dict[str, Any]:
     d: dict[str, Any] = {

@@ -108,7 +108,7 @@ def test_app_shows_live_data_and_updates(served_app: tuple[str, Path, subprocess
             board = _text(page, "#ccf-leaderboard")
             assert "river_lr" in board and "ewma" in board and "naive" in board
             assert "windows buffered" in _text(page, "#ccf-health")
-            assert "No news table" in _text(page, "#ccf-news-empty")
+            assert "news table is empty" in _text(page, "#ccf-news-empty")  # made by the flow, news not enabled
             first_window = _text(page, "#ccf-window")
             # a second session joins the same poller (one per server): it starts at the poll count already reached
             polls_before = int(_text(page, "#ccf-poll"))

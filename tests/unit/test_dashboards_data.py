@@ -70,13 +70,13 @@ def test_buffers_are_bounded_and_polls_are_incremental(settings: Settings) -> No
     # latest score per (venue, symbol, model, horizon) only
     assert len(snap.scores) == 8 and {s["n"] for s in snap.scores} == {199}
     assert [(h["kind"], h["n"]) for h in snap.health] == [("SequenceGapError", 3.0)]
-    assert snap.news is None  # no news table: the app says so
+    assert snap.news == ()  # the store makes an empty news table (the features flow writes it)
     assert snap.latest_window_end() == T0 + 200 * S
 
     store = DuckDBStore(settings.store.path, all_tables(settings))
     _fill(store, 200, 230)
-    store.con.execute('CREATE TABLE news (fetched BIGINT, id VARCHAR, feed VARCHAR, title VARCHAR, link VARCHAR)')
-    store.con.execute("INSERT INTO news VALUES (1, 'x', 'coindesk', 'Bitcoin does a thing', 'https://example.org/x')")
+    store.upsert("news", [{"fetched": 1, "id": "x", "feed": "coindesk", "title": "Bitcoin does a thing",
+                           "link": "https://example.org/x", "sentiment": 0.0, "bases": "BTC"}])
     store.close()
     assert poller.poll(force=True)
     snap2 = poller.snapshot()
