@@ -12,7 +12,7 @@ recomputes only the rows since its last snapshot: equal to those held, dropped j
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -62,3 +62,49 @@ class HighWater:
         kept = [(r, v) for r, v in pairs if int(v[ts]) // 1000 > marks.get(tuple(str(v[c]) for c in by), -1)]
         self.dropped[table] += len(pairs) - len(kept)
         return kept
+
+
+class HeldIds:
+    """The ids the ``news`` table holds, so a news item is written once however often it comes.
+
+    Read once when the sink starts (the store's ``high_water`` of ``news`` by ``id``), then grown by what is
+    written; the newest ``limit`` ids are kept (news is a trickle: that is months of it). An item whose id is held
+    is dropped: replayed from Kafka after a restart, fetched again by a poller that lost its seen-set (a new
+    ``fetched``, so the table's own keys would not catch it), or carried by a second feed.
+
+    >>> held = HeldIds(["a"], limit=2)
+    >>> [i for i, _ in held.keep([("a", {"id": "a"}), ("b", {"id": "b"}), ("b", {"id": "b"})])], held.dropped
+    (['b'], 2)
+    >>> len(held.keep([("c", {"id": "c"})])), sorted(held.ids)  # the oldest, "a", fell out
+    (1, ['b', 'c'])
+    """
+
+    def __init__(self, ids: Iterable[str] = (), limit: int = 100_000) -> None:
+        self.limit = limit
+        self.ids: dict[str, None] = {}
+        self.dropped = 0
+        self._add(ids)
+
+    @classmethod
+    def load(cls, read: Callable[[str, str, Sequence[str]], Marks], limit: int = 100_000) -> HeldIds:
+        marks = read("news", "fetched", ("id",))
+        if marks:
+            logger.info("the store already holds %s news items: new ids only are written", len(marks))
+        return cls((key[0] for key, _ in sorted(marks.items(), key=lambda kv: kv[1])), limit)
+
+    def keep(self, pairs: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
+        """The ``(record, news row)`` pairs whose id is not held yet (the first of equal ids), now held."""
+        kept = []
+        for rec, row in pairs:
+            if row["id"] in self.ids:
+                self.dropped += 1
+                continue
+            self._add([row["id"]])
+            kept.append((rec, row))
+        return kept
+
+    def _add(self, ids: Iterable[str]) -> None:
+        for i in ids:
+            self.ids[i] = None
+        while len(self.ids) > self.limit:
+            del self.ids[next(iter(self.ids))]

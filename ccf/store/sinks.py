@@ -18,7 +18,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from ccf.engine import EngineOut
 from ccf.settings import Settings
-from ccf.store.high_water import HighWater, Marks
+from ccf.store.high_water import HeldIds, HighWater, Marks
 from ccf.store.kafka_out import KafkaWriter, tail_marks
 from ccf.store.tables import (
     HEALTH,
@@ -120,6 +120,7 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         self.written = {"features": 0, "predictions": 0, "scores": 0, "health": 0, "news": 0}
         self.symbols: set[str] = set()
         self.held = HighWater.load(store.high_water)
+        self.news_ids = HeldIds.load(store.high_water)
         self.sent = self.held.combined(kafka_marks or {})  # what Kafka holds: the store's, or a newer committed batch
 
     def write_batch(self, items: list[EngineOut]) -> None:
@@ -138,9 +139,9 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         for table, pairs in made.items():
             self.written[table] += self.store.upsert(table, [v for _, v in self.held.keep(table, pairs)])
         self.written["health"] += self.store.upsert("health", health)
-        # news: once per item, keyed by (fetched, id), so a replayed item upserts its row (not sent to Kafka: ccf.news
-        # already carries every item)
-        self.written["news"] += self.store.upsert("news", [news_values(n, s) for o in items for n, s in o.news])
+        # news: once per id (not sent to Kafka: ccf.news already carries every item)
+        news = self.news_ids.keep([(n, news_values(n, s)) for o in items for n, s in o.news])
+        self.written["news"] += self.store.upsert("news", [v for _, v in news])
 
     def snapshot(self) -> None:
         return None
@@ -151,7 +152,7 @@ class _OutputPartition(StatefulSinkPartition[EngineOut, None]):
         print(
             f"ccf features: {w['features']} feature rows, {w['predictions']} predictions, {w['scores']} scores, "
             f"{w['health']} health rows, {w['news']} news items for {len(self.symbols)} symbols ({', '.join(sorted(self.symbols))}) "
-            f"-> {self.where}{_held_note(self.held.dropped)}",
+            f"-> {self.where}{_held_note({**self.held.dropped, 'news': self.news_ids.dropped})}",
             flush=True,
         )
         self.store.close()

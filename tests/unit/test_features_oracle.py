@@ -2,7 +2,9 @@
 
 The oracle rebuilds the book with a plain dict (no shared code with ccf.book), takes the top of book after the last
 book event strictly before each window end (``merge_asof``), aggregates trades by window with ``groupby``, and
-recomputes OFI, returns and volatility with vectorised pandas.
+recomputes OFI, returns and volatility with vectorised pandas. Real headlines (the shared CoinDesk feed) are spread
+over the capture by fetched time: ``news_count`` and ``news_sentiment`` against a ``groupby`` over VADER called
+directly.
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from ccf.capture.readers import read_records
 from ccf.engine import EngineConfig, SymbolEngine
 from ccf.features.bookkeeper import SyncedBook
+from ccf.features.news import scored
+from ccf.news.parse import parse_feed
 from ccf.features.windows import WindowConfig, feature_names
-from ccf.schemas import BookDelta, BookSnapshot, Trade
+from ccf.schemas import BookDelta, BookSnapshot, NewsItem, Trade
 
 ROOT = Path(__file__).resolve().parents[2]
 W = 1_000_000_000
@@ -40,6 +46,32 @@ def _engine_rows(records: list, window_ns: int) -> pd.DataFrame:
     rows += eng.on_eof().rows
     return pd.DataFrame([{"window_start": r.window_start, "window_end": r.window_end, "book_valid": r.book_valid,
                           **r.features} for r in rows])
+
+
+def _with_news(records: list, feed: Path) -> tuple[list, list[NewsItem]]:
+    """The feed's items fetched every 7 s from 30 s into the capture, each put before the first market record at or
+    after its fetched time (as a merged source delivers them); every other one already scored, as the flow routes
+    them, the rest bare (the engine scores those)."""
+    items, status = parse_feed(feed.read_bytes(), "https://www.coindesk.com/arc/outboundfeeds/rss/", 0)
+    assert status.ok and len(items) >= 40
+    t0 = next(r.ts_event for r in records if isinstance(r, Trade)) + 30 * W
+    news = [msgspec.structs.replace(item, fetched=t0 + i * 7 * W + 123) for i, item in enumerate(items)]
+    out, k = [], 0
+    for rec in records:
+        while k < len(news) and not isinstance(rec, BookSnapshot) and rec.ts_event >= news[k].fetched:
+            out.append(scored([news[k]])[0] if k % 2 else news[k])
+            k += 1
+        out.append(rec)
+    assert k == len(news)  # all of them inside the capture
+    return out, news
+
+
+def _news_oracle(news: list[NewsItem], window_ns: int) -> pd.DataFrame:
+    vader = SentimentIntensityAnalyzer()
+    df = pd.DataFrame({"ts": [n.fetched for n in news],
+                       "s": [vader.polarity_scores(f"{n.title} {n.summary}".strip())["compound"] for n in news]})
+    df["window_end"] = df.ts - df.ts % window_ns + window_ns
+    return df.groupby("window_end").agg(news_count=("s", "size"), news_sentiment=("s", "mean")).reset_index()
 
 
 def _oracle(records: list, window_ns: int, first_start: int, last_end: int) -> pd.DataFrame:
@@ -107,13 +139,17 @@ def _oracle(records: list, window_ns: int, first_start: int, last_end: int) -> p
         ["trade_count", "volume", "notional", "buy_volume"]].fillna(0.0)
     out["vwap"] = out.notional / out.volume.where(out.volume > 0)
     out["signed_volume"] = 2 * out.buy_volume - out.volume
+    news = [r for r in records if isinstance(r, NewsItem)]
+    out = out.merge(_news_oracle(news, window_ns), on="window_end", how="left")
+    out["news_count"] = out.news_count.fillna(0.0)  # news_sentiment stays NaN in windows without news
     return out
 
 
 @pytest.mark.parametrize("window_s", [1, 3])
 def test_online_features_equal_pandas_batch_on_real_ethusdt(data_dir: Path, window_s: int) -> None:
     d = data_dir / "hftbacktest_binance_raw_ws"
-    records = list(read_records([d / "spot_ethusdt_20240808.gz", d / "spot_ethusdt_20240809.gz"]))
+    market = list(read_records([d / "spot_ethusdt_20240808.gz", d / "spot_ethusdt_20240809.gz"]))
+    records, news = _with_news(market, data_dir / "rss_feeds" / "crypto_news" / "coindesk_rss_2023-03-13.xml")
     w = window_s * W
     online = _engine_rows(records, w)
     # one row per window, contiguous, no duplicates
@@ -121,7 +157,7 @@ def test_online_features_equal_pandas_batch_on_real_ethusdt(data_dir: Path, wind
     assert (online.window_start.diff().dropna() == w).all()
     valid = online[online.book_valid | online["mid"].notna()].reset_index(drop=True)  # whole at the end
     assert len(valid) >= 640 // window_s - 2
-    oracle = _oracle(records, w, int(online.window_start.iloc[0]), int(online.window_end.iloc[-1]))
+    oracle = _oracle(market + news, w, int(online.window_start.iloc[0]), int(online.window_end.iloc[-1]))
     merged = valid.merge(oracle, on="window_end", suffixes=("", "_oracle"))
     assert len(merged) == len(valid)
     # returns and volatility run over the valid windows (contiguous from the first one)
@@ -140,3 +176,8 @@ def test_online_features_equal_pandas_batch_on_real_ethusdt(data_dir: Path, wind
     # the capture moves: these features are not trivially constant
     assert merged.trade_count.sum() > 10_000 and merged.ofi.abs().sum() > 0 and merged.mid.nunique() > 50
     assert math.isfinite(merged.realized_vol.iloc[-1])
+    # every headline counted once, in a window of its own fetched time; sentiments of both signs
+    assert "news_sentiment" in checked and online.news_count.sum() == len(news) == merged.news_count.sum()
+    with_news = merged[merged.news_count > 0]
+    assert with_news.news_sentiment.notna().all() and merged[merged.news_count == 0].news_sentiment.isna().all()
+    assert (with_news.news_sentiment > 0.05).any() and (with_news.news_sentiment < -0.05).any()
