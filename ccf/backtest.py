@@ -3,7 +3,9 @@
 The very same :func:`flows.features.build_flow` runs (one worker, in process), fed by a :class:`RecordSource` over
 the files and drained into Parquet: ``features.parquet`` (``venue, symbol, window_start, window_end`` as int ns,
 then every feature by name), ``predictions.parquet``, ``scores.parquet`` (one row per model × horizon × symbol
-over the whole run) and ``summary.json``.
+over the whole run), ``summary.json`` (with ``skipped``: what was not used, by reason) and ``report.html`` /
+``report.md`` (the scores per symbol and horizon in bps, skill and band coverage figures). With a terminal
+attached, a bar counts the records read (:mod:`ccf.progress`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from ccf.engine import EngineOut
+from ccf.progress import Progress, progress
 from ccf.settings import Settings
 from ccf.store.tables import feature_row_values, prediction_values, score_values
 
@@ -43,19 +46,26 @@ class CollectSink(DynamicSink[Any]):
 
 
 class _Counted:
-    """Counts the records an iterator yields (for the summary's msgs/s)."""
+    """Counts the records an iterator yields (for the summary's msgs/s), and advances a progress bar."""
 
-    def __init__(self, it: Iterator[Any]) -> None:
+    def __init__(self, it: Iterator[Any], bar: Progress | None = None) -> None:
         self.it = it
         self.n = 0
         self.kinds: dict[str, int] = {}
+        self.bar = bar
 
     def __iter__(self) -> Iterator[Any]:
+        step = 0
         for rec in self.it:
             self.n += 1
             kind = type(rec[0] if type(rec) is tuple else rec).__name__
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            if self.bar is not None and self.n - step >= 10_000:
+                self.bar.advance(self.n - step)
+                step = self.n
             yield rec
+        if self.bar is not None:
+            self.bar.advance(self.n - step)
 
     def why_empty(self) -> str:
         """Why records gave no feature window, in words."""
@@ -101,11 +111,12 @@ def run_backtest(
         # bars in: one window per 1-minute bar
         kline_mode = settings.features.model_copy(update={"mode": "kline", "window_s": 60.0})
         settings = settings.model_copy(update={"features": kline_mode})
-    counted = _Counted(iter(read_records(list(inputs), with_extra=True)))
-    source = RecordSource({"backtest": lambda: iter(counted)}, stop_after_s=settings.stop_after, pace=0.0)
     sink = CollectSink()
     t0 = time.perf_counter()
-    run_dataflow(build_flow(settings, source=source, sink=sink))
+    with progress("backtest", unit="records") as bar:
+        counted = _Counted(iter(read_records(list(inputs), with_extra=True)), bar)
+        source = RecordSource({"backtest": lambda: iter(counted)}, stop_after_s=settings.stop_after, pace=0.0)
+        run_dataflow(build_flow(settings, source=source, sink=sink))
     elapsed = time.perf_counter() - t0
 
     rows = [r for o in sink.outs for r in o.rows]
@@ -141,8 +152,47 @@ def run_backtest(
         "predictions": len(preds),
         "late": sum(len(o.late) for o in sink.outs),
         "problems": sum(len(o.problems) for o in sink.outs),
+        "skipped": skipped(sink.outs),
         "scores": scores,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    summary["report"] = str(_report(out_dir, summary, settings))
     logger.info("backtest: %d records in %.2fs -> %s", counted.n, elapsed, out_dir)
     return summary
+
+
+def skipped(outs: Sequence[EngineOut]) -> dict[str, int]:
+    """What the run did not use, by reason: dead letters and book problems by their error, late records by type.
+
+    >>> out = EngineOut()
+    >>> out.problems += [{"error": "ParseError"}, {"error": "ParseError"}, {"error": "GapError"}]
+    >>> skipped([out])
+    {'GapError': 1, 'ParseError': 2}
+    """
+    counts: dict[str, int] = {}
+    for o in outs:
+        for p in o.problems:
+            kind = str(p.get("error", "problem"))
+            counts[kind] = counts.get(kind, 0) + 1
+        for rec in o.late:
+            kind = "late_" + type(rec).__name__.lower()
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _report(out_dir: Path, summary: dict[str, Any], settings: Settings) -> Path:
+    from ccf.report import score_figures, write_report
+
+    qs = settings.forecast.quantiles
+    band = max(qs) - min(qs) if qs else 0.0
+    images: list[tuple[str, str]] = []
+    symbols = sorted({s["symbol"] for s in summary["scores"]})
+    for symbol in symbols[:6]:  # a figure per symbol; the table has every one
+        rows = [s for s in summary["scores"] if s["symbol"] == symbol]
+        images += score_figures(out_dir, rows, band, prefix=f"{symbol}_" if len(symbols) > 1 else "")
+    skipped_text = ", ".join(f"{v} {k}" for k, v in summary["skipped"].items()) or "nothing"
+    intro = (f"{summary['records']} records of {', '.join(summary['inputs'])} in {summary['seconds']} s "
+             f"({summary['x_real_time']}x real time): {summary['feature_rows']} windows of "
+             f"{', '.join(summary['symbols'])}, {summary['predictions']} predictions, scored with the shared scorer "
+             f"over the whole run. Skipped: {skipped_text}.")
+    return write_report(out_dir, "Backtest report", intro, summary["scores"], images)

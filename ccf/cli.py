@@ -89,7 +89,8 @@ def backtest_cmd(
     typer.echo(
         f"{summary['records']} records in {summary['seconds']} s ({summary['records_per_s']} msgs/s, "
         f"{summary['x_real_time']}x real time): {summary['feature_rows']} windows, {summary['predictions']} "
-        f"predictions for {', '.join(summary['symbols'])} -> {out}"
+        f"predictions for {', '.join(summary['symbols'])}; skipped "
+        f"{', '.join(f'{v} {k}' for k, v in summary['skipped'].items()) or 'nothing'} -> {summary['report']}"
     )
     for s in summary["scores"]:
         skill = "n/a" if s["skill"] is None else f"{s['skill']:+.4f}"
@@ -166,15 +167,20 @@ def record_cmd(
     if compression not in ("zstd", "gzip"):
         raise typer.BadParameter(f"--compression zstd|gzip, got {compression!r}")
     config = RecordConfig(out, "zstd" if compression == "zstd" else "gzip", round(max_mb * 2**20), max_minutes * 60)
-    summary = record_venue(
-        venue or settings.venues.source,
-        [s.strip() for s in symbols.split(",") if s.strip()] if symbols else settings.venues.symbols,
-        config,
-        channels=[c.strip() for c in channels.split(",") if c.strip()] if channels else None,
-        ws_url=ws_url,
-        rest_url=rest_url,
-        duration_s=duration if duration is not None else settings.stop_after,
-    )
+    from ccf.progress import progress
+
+    seconds = duration if duration is not None else settings.stop_after
+    with progress("record", unit="frames") as bar:
+        summary = record_venue(
+            venue or settings.venues.source,
+            [s.strip() for s in symbols.split(",") if s.strip()] if symbols else settings.venues.symbols,
+            config,
+            channels=[c.strip() for c in channels.split(",") if c.strip()] if channels else None,
+            ws_url=ws_url,
+            rest_url=rest_url,
+            duration_s=seconds,
+            bar=bar,
+        )
     typer.echo(f"{summary.frames} frames, {summary.rest} REST answers in {len(summary.files)} file(s) -> {out}")
 
 

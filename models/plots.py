@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from models.evaluate import ScoreTable
+from models.evaluate import ScoreTable, table_rows
 
 BPS = 1e4
 
@@ -35,22 +35,10 @@ def loss_figure(history: Sequence[Mapping[str, float | None]]) -> Any:
 
 
 def skill_figure(table: ScoreTable, title: str = "skill vs naive per horizon") -> Any:
-    """Grouped bars: ``1 - SSE/SSE(naive)`` per model and horizon (naive itself is 0 by definition)."""
-    fig = _figure(7, 3.5)
-    ax = fig.add_subplot()
-    models = [m for m in sorted(table) if m != "naive"]
-    horizons = sorted({h for m in models for h in table[m]})
-    width = 0.8 / max(len(models), 1)
-    for i, m in enumerate(models):
-        ys = [table[m][h].skill if h in table[m] and table[m][h].skill is not None else np.nan for h in horizons]
-        ax.bar(np.arange(len(horizons)) + i * width, ys, width, label=m)
-    ax.axhline(0.0, color="black", lw=0.8)
-    ax.set_xticks(np.arange(len(horizons)) + width * (len(models) - 1) / 2, [f"h={h}" for h in horizons])
-    ax.set_ylabel("skill (0 = naive)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return fig
+    """Grouped bars: ``1 - SSE/SSE(naive)`` per model and horizon (:func:`ccf.report.skill_figure`)."""
+    from ccf.report import skill_figure as bars
+
+    return bars(table_rows(table), title)
 
 
 def bands_figure(issued_at: np.ndarray, realised: np.ndarray, q: np.ndarray, quantiles: Sequence[float], h: int,
@@ -94,16 +82,7 @@ def calibration_figure(nominal: Sequence[float], observed: Mapping[str, Mapping[
 
 
 def coverage_figure(table: ScoreTable, target: float) -> Any:
-    """Coverage of each model's outer quantile band per horizon (target: the band's nominal width)."""
-    fig = _figure(7, 3.5)
-    ax = fig.add_subplot()
-    for m in sorted(table):
-        hs = sorted(table[m])
-        cov = [table[m][h].coverage for h in hs]
-        ax.plot(hs, [np.nan if c is None else c for c in cov], marker="o", label=m)
-    ax.axhline(target, color="black", lw=0.8, ls="--", label=f"nominal {target:g}")
-    ax.set_xlabel("horizon (steps)")
-    ax.set_ylabel("band coverage")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig
+    """Coverage of each model's outer band per horizon (:func:`ccf.report.coverage_figure`)."""
+    from ccf.report import coverage_figure as lines
+
+    return lines(table_rows(table), target)

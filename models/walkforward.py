@@ -6,12 +6,14 @@ behind it is an anchor: the TFT forecasts there using only rows up to the anchor
 A). The River baselines learn online through A and B, as they do in the flow. All models are scored by
 :class:`ccf.forecast.scoring.Scorer` on the same anchors and targets inside B. ``DIR/report.html`` and
 ``DIR/report.md`` show the table per horizon, forecasts with quantile bands against what was realised, skill per
-horizon and the calibration of the bands (PNGs beside them); ``DIR/scores.json`` has the numbers.
+horizon and the calibration of the bands (PNGs beside them). It writes the tables of a plain backtest
+(:mod:`ccf.backtest`): ``features.parquet`` (train and test rows), ``predictions.parquet`` (every model's forecasts
+at the test anchors) and ``scores.parquet`` (one row per model and horizon, pooled over the symbols: ``symbol`` is
+``*``), and ``summary.json`` with the numbers.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import time
@@ -21,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ccf.progress import Progress, progress
+from ccf.report import write_report
 from ccf.settings import Settings
 from models.dataset import rows_to_frame
 from models.evaluate import ScoreTable, baseline_predictions, quantile_calibration, score, table_rows
@@ -28,8 +32,6 @@ from models.plots import bands_figure, calibration_figure, coverage_figure, loss
 from models.sources import FeatureEngines, engine_config, rows_from_files
 
 logger = logging.getLogger(__name__)
-
-BPS = 1e4
 
 
 def run_walkforward(
@@ -42,13 +44,23 @@ def run_walkforward(
     band_hours: float = 12.0,
 ) -> dict[str, Any]:
     """Train on ``train_inputs``, forecast and score ``test_inputs``; write the report to ``out_dir``."""
-    from models.train import TrainConfig, fit, forecast_window
+    from models.train import TrainConfig
 
     cfg = config or TrainConfig(checkpoint_dir=out_dir / "checkpoints")
     models = list(settings.forecast.models if models is None else models)
     if "naive" not in models:
         models.insert(0, "naive")
     t_start = time.perf_counter()
+    with progress("walk-forward: features", total=4, unit="stages") as bar:
+        summary = _run(train_inputs, test_inputs, out_dir, settings, models, cfg, band_hours, bar, t_start)
+    logger.info("walk-forward: %d anchors scored -> %s", summary["anchors"], out_dir)
+    return summary
+
+
+def _run(train_inputs: Sequence[Path], test_inputs: Sequence[Path], out_dir: Path, settings: Settings,
+         models: list[str], cfg: Any, band_hours: float, bar: Progress, t_start: float) -> dict[str, Any]:
+    from models.train import fit, forecast_window
+
     engines = FeatureEngines(engine_config(settings, [*train_inputs, *test_inputs]))
     rows_a = rows_from_files(train_inputs, settings, engines)
     rows_b = rows_from_files(test_inputs, settings, engines)
@@ -58,13 +70,19 @@ def run_walkforward(
     if max(r.window_start for r in rows_a) >= test_start:
         raise ValueError("the test inputs must come after the train inputs in time")
     frame_a = rows_to_frame(rows_a)
+    bar.advance(1)
+    bar.describe("walk-forward: training the TFT")
     fitted = fit(frame_a, settings, cfg)
     t_fit = time.perf_counter()
+    bar.advance(1)
+    bar.describe("walk-forward: forecasting the test")
     rows = rows_a + rows_b
     spec = fitted.spec
     wf = forecast_window(fitted.model, spec, rows_to_frame(rows), test_start // spec.width_ns, "walkforward",
                          settings.forecast.quantiles)
     t_fc = time.perf_counter()
+    bar.advance(1)
+    bar.describe("walk-forward: scoring and report")
     preds = wf.predictions + baseline_predictions(rows, settings, models)
     table = score(rows, preds, wf.anchors)
     calib = quantile_calibration(rows, preds, settings.forecast.quantiles, wf.anchors)
@@ -86,11 +104,11 @@ def run_walkforward(
         "scores": table_rows(table),
         "calibration": calib,
     }
-    (out_dir / "scores.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    _write_tables(out_dir, rows, preds, summary["scores"], settings)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     images = _plots(out_dir, fitted, wf, table, calib, settings.forecast.quantiles, band_hours)
-    _write_reports(out_dir, summary, table, images)
-    summary["report"] = str(out_dir / "report.html")
-    logger.info("walk-forward: %d anchors scored -> %s", len(wf.issued_at), out_dir)
+    summary["report"] = str(write_report(out_dir, "Walk-forward report", _intro(summary), summary["scores"], images))
+    bar.advance(1)
     return summary
 
 
@@ -124,47 +142,27 @@ def _plots(out_dir: Path, fitted: Any, wf: Any, table: ScoreTable, calib: dict[s
     return images
 
 
-def _fmt(v: Any, scale: float = 1.0, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    if isinstance(v, int):
-        return str(v)
-    return f"{v * scale:.{digits}f}"
+def _write_tables(out_dir: Path, rows: Sequence[Any], preds: Sequence[Any], scores: Sequence[dict[str, Any]],
+                  settings: Settings) -> None:
+    """The parquet tables of a plain backtest, with the column names of the store's tables."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ccf.store.tables import SCORES, feature_row_values, prediction_values
+
+    pq.write_table(pa.Table.from_pylist([feature_row_values(r) for r in rows]), out_dir / "features.parquet")
+    pq.write_table(pa.Table.from_pylist([prediction_values(p, settings.forecast.quantiles) for p in preds]),
+                   out_dir / "predictions.parquet")
+    end = max(r.window_end for r in rows)
+    fixed = {"window_end": end, "venue": "*", "symbol": "*"}
+    pooled = [{c: fixed.get(c, r.get("horizon" if c == "horizon_steps" else c)) for c in SCORES.column_names}
+              for r in scores]
+    pq.write_table(pa.Table.from_pylist(pooled), out_dir / "scores.parquet")
 
 
-def markdown_table(table: ScoreTable) -> str:
-    """The scores per horizon as a Markdown table (MAE, RMSE, pinball in bps)."""
-    head = ("| h | model | n | MAE (bps) | RMSE (bps) | skill | hit rate | pinball (bps) | band coverage |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
-    for r in sorted(table_rows(table), key=lambda r: (int(r["horizon"] or 0), str(r["model"]))):
-        lines.append(f"| {r['horizon']} | {r['model']} | {r['n']} | {_fmt(r['mae'], BPS, 2)} | "
-                     f"{_fmt(r['rmse'], BPS, 2)} | {_fmt(r['skill'], 1, 4)} | {_fmt(r['hit_rate'])} | "
-                     f"{_fmt(r['pinball'], BPS, 2)} | {_fmt(r['coverage'])} |")
-    return head + "\n".join(lines) + "\n"
-
-
-def _write_reports(out_dir: Path, summary: dict[str, Any], table: ScoreTable, images: list[tuple[str, str]]) -> None:
-    intro = (f"Train: {summary['train_rows']} rows; test: {summary['test_rows']} rows, {summary['anchors']} TFT "
-             f"anchors scored with the shared scorer. TFT: encoder {summary['encoder_length']} windows, inputs "
-             f"{', '.join(summary['inputs'])}; {summary['epochs']} epoch(s), "
-             f"{np.mean(summary['epoch_seconds']) if summary['epoch_seconds'] else 0:.1f} s per epoch; "
-             f"fit {summary['fit_seconds']} s, forecasting the test {summary['forecast_seconds']} s.")
-    md = ["# Walk-forward report", "", intro, "", markdown_table(table)]
-    md += [f"![{cap}]({name})\n\n*{cap}*\n" for name, cap in images]
-    (out_dir / "report.md").write_text("\n".join(md))
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
-        for line in markdown_table(table).splitlines()[2:]
-    )
-    header = "".join(f"<th>{html.escape(c.strip())}</th>" for c in markdown_table(table).splitlines()[0].strip("|").split("|"))
-    figs = "".join(f'<figure><img src="{html.escape(n)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}'
-                   "</figcaption></figure>" for n, c in images)
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>CCF walk-forward</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}</style></head><body>"
-        f"<h1>Walk-forward report</h1><p>{html.escape(intro)}</p><table><tr>{header}</tr>{rows}</table>{figs}"
-        "</body></html>"
-    )
-    (out_dir / "report.html").write_text(page)
+def _intro(summary: dict[str, Any]) -> str:
+    return (f"Train: {summary['train_rows']} rows; test: {summary['test_rows']} rows, {summary['anchors']} TFT "
+            f"anchors scored with the shared scorer. TFT: encoder {summary['encoder_length']} windows, inputs "
+            f"{', '.join(summary['inputs'])}; {summary['epochs']} epoch(s), "
+            f"{np.mean(summary['epoch_seconds']) if summary['epoch_seconds'] else 0:.1f} s per epoch; "
+            f"fit {summary['fit_seconds']} s, forecasting the test {summary['forecast_seconds']} s.")

@@ -39,6 +39,7 @@ import zstandard
 from ccf.capture.readers import Item, RawFrame, open_binary
 from ccf.capture.registry import codec_for
 from ccf.errors import ParseError
+from ccf.progress import Progress
 from ccf.wsource import Frame, HealthEvent, WsClient, WsConfig, WsConnection
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class RecordSummary:
 
 def record(connections: Sequence[tuple[WsConnection, str, Sequence[str]]], config: RecordConfig, *,
            ws_config: WsConfig | None = None, duration_s: float | None = None, max_frames: int | None = None,
-           poll_s: float = 0.01) -> RecordSummary:
+           poll_s: float = 0.01, bar: Progress | None = None) -> RecordSummary:
     """Record ``(connection, venue, symbols)`` s until ``duration_s`` (wall clock), ``max_frames`` frames, the
     server's end of data, or Ctrl-C; raises :class:`~ccf.errors.ConnectionFailedError` when a connection gives up."""
     cfg = ws_config or WsConfig(stop_on_end_of_data=True)
@@ -198,6 +199,8 @@ def record(connections: Sequence[tuple[WsConnection, str, Sequence[str]]], confi
                             summary.rest += 1
                         else:
                             summary.frames += 1
+                            if bar is not None:
+                                bar.advance(1)
                 if client.failed is not None:
                     raise client.failed
             if all(c.done for c in clients) and not busy:

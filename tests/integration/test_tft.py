@@ -329,7 +329,7 @@ def test_walkforward_writes_a_report(tmp_path: Path) -> None:
                               [d / "BTCUSDT-1m-2025-11-08.csv.gz"], out, Settings(_env_prefix="CCF_TEST_NOTHING_"),
                               config=_tiny(tmp_path / "ckpt"))
     assert summary["test_rows"] == 1440 and summary["anchors"] == 1440  # the encoder reaches back into A
-    scores = json.loads((out / "scores.json").read_text())["scores"]
+    scores = json.loads((out / "summary.json").read_text())["scores"]
     by = {(r["model"], r["horizon"]): r for r in scores}
     for h in (1, 5, 10, 20):
         assert by[("tft", h)]["n"] == by[("naive", h)]["n"] == by[("river_lr", h)]["n"] == 1440 - h
@@ -337,6 +337,14 @@ def test_walkforward_writes_a_report(tmp_path: Path) -> None:
     for png in ("bands_h1.png", "bands_h20.png", "skill.png", "coverage.png", "calibration.png", "loss.png"):
         assert (out / png).stat().st_size < 200_000 and png in page
     assert "| 20 | tft |" in (out / "report.md").read_text()
+    import pyarrow.parquet as pq  # the tables of a plain backtest, with the store's column names
+
+    assert pq.read_table(out / "features.parquet").num_rows == summary["train_rows"] + summary["test_rows"]
+    pooled = pq.read_table(out / "scores.parquet").to_pylist()
+    assert {(r["model"], r["horizon_steps"]): r["n"] for r in pooled} == {k: r["n"] for k, r in by.items()}
+    assert {r["symbol"] for r in pooled} == {"*"}
+    preds = pq.read_table(out / "predictions.parquet", columns=["model", "horizon_steps"]).to_pylist()
+    assert sum(p["model"] == "tft" for p in preds) == 1440 * 4
 
 
 def test_features_read_back_from_questdb(kline_rows: list[FeatureRow], services: Services) -> None:
