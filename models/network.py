@@ -16,7 +16,7 @@ each sample's deviation as its ``target_scale``, which the module's output trans
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,9 @@ def __getattr__(name: str) -> Any:
     # HorizonQuantileLoss subclasses a pytorch-forecasting class: it is made on first use (pickle finds it here by
     # name), so importing this module does not import torch
     if name == "HorizonQuantileLoss":
-        cls = globals()[name] = _horizon_quantile_loss()
+        cls = globals().get(name)  # called directly too (horizon_loss): one class per process, never a second
+        if cls is None:
+            cls = globals()[name] = _horizon_quantile_loss()
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -137,13 +139,20 @@ class NetConfig:
     learning_rate: float = 3e-3
 
 
-def build_network(train_ds: Any, spec: FeatureSpec, cfg: NetConfig) -> Any:
-    from pytorch_forecasting import TemporalFusionTransformer
+def horizon_loss(quantiles: Sequence[Sequence[float]], positions: Sequence[int]) -> Any:
+    """The TFT's loss: one :class:`HorizonQuantileLoss` per target (its quantiles, its decoder step)."""
     from pytorch_forecasting.metrics import MultiLoss
-    from torch import nn
 
     loss_cls = __getattr__("HorizonQuantileLoss")
-    loss = MultiLoss([loss_cls(list(spec.quantiles), position=h - 1) for h in spec.horizons])
+    return MultiLoss([loss_cls([float(q) for q in qs], position=int(p))
+                      for qs, p in zip(quantiles, positions, strict=True)])
+
+
+def build_network(train_ds: Any, spec: FeatureSpec, cfg: NetConfig) -> Any:
+    from pytorch_forecasting import TemporalFusionTransformer
+    from torch import nn
+
+    loss = horizon_loss([list(spec.quantiles)] * len(spec.horizons), [h - 1 for h in spec.horizons])
     with quiet_library_warnings():
         model = TemporalFusionTransformer.from_dataset(
             train_ds,

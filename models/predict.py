@@ -10,7 +10,9 @@ restarts and fills again), an invalid book or a row out of order is skipped and 
 per symbol and reason at WARNING, then at DEBUG; gaps at INFO each time) and counted in :attr:`Predictor.skipped`.
 
 :class:`ChampionWatcher` polls the alias every ``poll_s`` seconds and loads the version it moved to (provenance
-checked, :func:`models.registry.load_version`); :func:`run_predictor` swaps it in between two batches.
+checked, weights and JSON only: :func:`models.registry.load_version`); :func:`run_predictor` swaps it in between two
+batches. A version it refuses (:class:`~models.registry.UntrustedModelError`: not ours, or a pickle) is logged at
+ERROR, kept in :attr:`ChampionWatcher.refused` and not downloaded again; the current model goes on serving.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class ChampionWatcher:
         self.client, self.settings, self.alias = client, settings, alias
         self.poll_s, self.device = poll_s, device
         self.current: LoadedModel | None = None
+        self.refused: dict[str, str] = {}  # version -> why it was refused (UntrustedModelError), never retried
         self._next = 0.0
 
     def poll(self, force: bool = False) -> LoadedModel | None:
@@ -172,11 +175,14 @@ class ChampionWatcher:
         name = self.settings.mlflow.model_name
         try:
             version = alias_version(self.client, name, self.alias)
-            if version is None or (self.current is not None and self.current.version == version):
+            if version is None or version in self.refused or (
+                    self.current is not None and self.current.version == version):
                 return None
             loaded = load_version(self.client, self.settings, name, version, self.device)
         except UntrustedModelError as exc:
-            logger.error("not loading %s@%s: %s", name, self.alias, exc)
+            self.refused[str(version)] = str(exc)
+            logger.error("not loading %s@%s (version %s, %d refused so far): %s", name, self.alias, version,
+                         len(self.refused), exc)
             return None
         except Exception as exc:  # the registry down for a while must not stop predictions with the current model
             logger.warning("could not check %s@%s: %s", name, self.alias, exc)

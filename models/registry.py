@@ -4,15 +4,16 @@ Tracking: ``settings.mlflow.tracking_uri`` (a server in production); empty means
 ``<run_dir>/mlflow/mlflow.db`` with artifacts under ``<run_dir>/mlflow/artifacts``. Every call takes an explicit
 :class:`MlflowClient`; nothing sets MLflow's global tracking URI.
 
-Models are saved with ``mlflow.pytorch`` in pickle format (the TFT does not export to ``pt2``). Unpickling runs code,
-so :func:`load_version` loads a version only after checking its provenance: the version and its run carry the tag
-``ccf.artifact=tft``, the run belongs to our experiment (``settings.mlflow.experiment``), and the version's source is
-inside that run's artifacts. Anything else raises :class:`UntrustedModelError` before a byte is unpickled.
+A version's artifact is a :mod:`models.artifact` folder: safetensors weights and a JSON file that rebuilds the
+network, plus MLflow's ``MLmodel`` (signature, input example; no loadable flavour), never a pickle. :func:`load_version`
+checks provenance first: the version and its run carry the tag ``ccf.artifact=tft``, the run belongs to our
+experiment (``settings.mlflow.experiment``), and the version's source is inside that run's artifacts. Then it loads
+the folder the one way :func:`models.artifact.load_model` knows; anything else (a pickle-format model among them)
+raises :class:`UntrustedModelError` and nothing is unpickled.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import warnings
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ccf.errors import CCFError
 from ccf.settings import Settings
+from models.artifact import CONFIG_FILE, FORMAT, WEIGHTS_FILE, UntrustedModelError, load_model, save_model
 from models.dataset import FeatureSpec
 
 logger = logging.getLogger(__name__)
@@ -30,11 +31,7 @@ ARTIFACT_TAG = "ccf.artifact"
 ARTIFACT_VALUE = "tft"
 CHAMPION = "champion"
 MODEL_PATH = "model"
-SPEC_FILE = "ccf_spec.json"
-
-
-class UntrustedModelError(CCFError):
-    """A registered model version that is not one of ours (wrong tag, experiment or source): never loaded."""
+FLAVOR = "ccf_tft"
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -86,30 +83,14 @@ def register(
     input_example: Any,
     output_example: Any,
 ) -> str:
-    """Save ``model`` (pickle format, signature and input example) into the run and register a new version."""
+    """Save ``model`` (weights and JSON, see :mod:`models.artifact`) with its signature and input example into the
+    run, and register a new version."""
     from mlflow.exceptions import MlflowException
 
-    mlflow_pytorch = _mlflow_pytorch()
-    from mlflow.models import infer_signature
-
-    with warnings.catch_warnings():
-        # a hint that integer columns cannot hold missing values: ours are window times, never missing
-        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
-        signature = infer_signature(input_example, output_example)
     with tempfile.TemporaryDirectory(prefix="ccf-model-") as tmp:
-        spec_path = Path(tmp) / SPEC_FILE
-        spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
         local = Path(tmp) / MODEL_PATH
-        mlflow_pytorch.save_model(
-            model,
-            path=str(local),
-            serialization_format="pickle",
-            signature=signature,
-            input_example=input_example,
-            extra_files=[str(spec_path)],
-            # explicit requirements: inferring them would load the model again in a subprocess
-            pip_requirements=_requirements(),
-        )
+        save_model(model, spec, local)
+        _write_mlmodel(local, input_example, output_example)
         client.log_artifacts(run_id, str(local), artifact_path=MODEL_PATH)
     name = settings.mlflow.model_name
     try:
@@ -126,19 +107,30 @@ def register(
     return str(mv.version)
 
 
-def _mlflow_pytorch() -> Any:
-    with warnings.catch_warnings():
-        # mlflow 3.17 warns about its own `Any` type hints while importing mlflow.pyfunc (a dependency of
-        # mlflow.pytorch), once per process
-        warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
-        import mlflow.pytorch
-    return mlflow.pytorch
-
-
-def _requirements() -> list[str]:
+def _write_mlmodel(local: Path, input_example: Any, output_example: Any) -> None:
+    """MLflow's ``MLmodel`` beside our files, for its UI: signature, input example, our format as the only flavour
+    (no ``python_function``: MLflow's own loaders have nothing to load)."""
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("torch", "pytorch-forecasting", "lightning", "mlflow")]
+    with warnings.catch_warnings():
+        # mlflow 3.17 warns about its own `Any` type hints while importing mlflow.pyfunc (under mlflow.models), once
+        # per process
+        warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
+        from mlflow.models import Model, infer_signature
+        from mlflow.models.utils import _save_example  # what every flavour calls to write the input example
+
+    with warnings.catch_warnings():
+        # a hint that integer columns cannot hold missing values: ours are window times, never missing
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
+        signature = infer_signature(input_example, output_example)
+    mlmodel = Model(signature=signature)
+    _save_example(mlmodel, input_example, str(local))
+    mlmodel.add_flavor(FLAVOR, format=FORMAT, config=CONFIG_FILE, weights=WEIGHTS_FILE,
+                       requirements=[f"{p}=={version(p)}" for p in _REQUIREMENTS])
+    mlmodel.save(str(local / "MLmodel"))
+
+
+_REQUIREMENTS = ("torch", "pytorch-forecasting", "lightning", "safetensors", "mlflow")
 
 
 def alias_version(client: Any, name: str, alias: str = CHAMPION) -> str | None:
@@ -195,27 +187,11 @@ def load_version(client: Any, settings: Settings, name: str, version: str, devic
     with tempfile.TemporaryDirectory(prefix="ccf-load-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp,
                                                          tracking_uri=tracking_uri(settings)))
-        model = load_pickled(local, device)
-        spec = FeatureSpec.from_dict(json.loads((local / "extra_files" / SPEC_FILE).read_text()))
+        try:
+            model, spec = load_model(local, device)
+        except UntrustedModelError as exc:
+            raise UntrustedModelError(f"{name} version {version}: {exc}") from exc
     return LoadedModel(name, str(version), str(mv.run_id), model, spec)
-
-
-def load_pickled(local: Path, device: str = "cpu") -> Any:
-    """torch.load of an ``mlflow.pytorch`` pickle-format model folder (only after :func:`verify_ours`).
-
-    MLflow refuses pickle deserialisation unless an environment variable allows it for the whole process; we load
-    the file ourselves instead, the same way, after our own stricter provenance check.
-    """
-    import torch
-
-    pickle_module = _mlflow_pytorch().pickle_module
-
-    model_file = local / "data" / "model.pth"
-    if not model_file.is_file():
-        raise UntrustedModelError(f"{local}: no data/model.pth (not a pickle-format mlflow.pytorch model)")
-    model = torch.load(model_file, map_location=device, weights_only=False, pickle_module=pickle_module)
-    model.eval()
-    return model
 
 
 def load_champion(client: Any, settings: Settings, alias: str = CHAMPION, device: str = "cpu") -> LoadedModel | None:

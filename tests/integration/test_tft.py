@@ -129,7 +129,7 @@ def test_train_on_real_klines_logs_and_registers_with_lineage(trained: TrainResu
     mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{mv.source}/MLmodel", dst_path=str(tmp_path),
                                                        tracking_uri=s.mlflow.tracking_uri)).read_text()
     assert "signature:" in mlmodel and "window_start" in mlmodel and "saved_input_example_info" in mlmodel
-    assert "pickle" in mlmodel
+    assert "ccf_tft:" in mlmodel and "pickle" not in mlmodel and "python_function" not in mlmodel
 
     # the gate's verdict matches the scores, and the alias moved only if it said so
     skill = np.mean([m.skill for m in trained.scores["tft"].values()])
@@ -236,7 +236,7 @@ def test_untrusted_versions_are_never_loaded(trained: TrainResult, mlflow_env: t
         load_version(client, s, name, foreign.version)
     before = client.get_registered_model(name).aliases.get("champion")
     set_alias(client, name, foreign.version)
-    assert ChampionWatcher(client, s).poll(force=True) is None  # refused and logged, never unpickled
+    assert ChampionWatcher(client, s).poll(force=True) is None  # refused and logged, never loaded
     if before:
         set_alias(client, name, before)
     client.delete_experiment(other_exp)

@@ -110,3 +110,17 @@ def test_forecasts_are_on_each_symbols_own_scale(fitted: Any) -> None:
         assert abs(bias) < 0.5 * realised_sd, (symbol, bias, realised_sd)
         assert float(np.mean(np.abs(median[k]))) < 0.5 * realised_sd, symbol
         assert np.mean(np.abs(median[k] - real[k])) < 1.2 * np.mean(np.abs(real[k])), symbol
+
+
+def test_a_trained_model_saved_as_weights_and_json_forecasts_the_same(fitted: Any, tmp_path: Path) -> None:
+    """Both symbols' deviations and the trained weights survive models/artifact.py's round trip exactly."""
+    from models.artifact import load_model, save_model
+    from models.network import Layout, anchors, forecast_anchors
+
+    save_model(fitted.model, fitted.spec, tmp_path / "model")
+    model, spec = load_model(tmp_path / "model")
+    assert spec == fitted.spec
+    a = anchors(fitted.prepared, spec, min_time_idx=fitted.val_start_idx)
+    want = forecast_anchors(fitted.model, spec, Layout.of(fitted.model, spec), a)
+    assert len(a.positions) > 100
+    assert np.array_equal(forecast_anchors(model, spec, Layout.of(model, spec), a), want)

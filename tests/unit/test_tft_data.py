@@ -25,9 +25,10 @@ from models import dataset as ds
 from models.dataset import DataCheckError, FeatureSpec, check_frame, fit_spec, prepare, rows_to_frame
 from models.evaluate import gate, score
 from models.registry import LoadedModel
-from models.sources import frame_from_duckdb, frame_to_rows, rows_from_files
-from models.train import next_run, parse_duration, rolling_window
-from tests.datafiles import data_dir
+from models.retrain import next_run, parse_duration, rolling_window
+from models.sources import frame_from_duckdb, frame_to_rows
+from tests.tiny_tft import kline_rows as tiny_tft_rows
+from tests.tiny_tft import tiny_tft
 
 pytestmark = [
     # pytorch-forecasting's encoders call torch.from_numpy on pandas 3's read-only (copy-on-write) arrays
@@ -44,27 +45,14 @@ def _settings(**kw: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 def kline_rows() -> list[FeatureRow]:
-    files = [data_dir() / "binance_spot_btcusdt_1m_klines" / f"BTCUSDT-1m-{d}.csv.gz" for d in DAYS]
-    return rows_from_files(files, _settings())
+    return tiny_tft_rows(*DAYS)
 
 
 @pytest.fixture(scope="module")
 def tiny(kline_rows: list[FeatureRow]) -> tuple[Any, FeatureSpec, pd.DataFrame, Any]:
     """An untrained tiny TFT, its spec, the prepared frame and the training dataset."""
-    import torch
-
-    from models.network import NetConfig, build_datasets, build_network, quiet_library_warnings
-
-    torch.set_num_threads(1)  # tiny matrices: one thread beats two (and does not fight other processes)
-    torch.manual_seed(0)
-    frame = rows_to_frame(kline_rows)
-    spec = fit_spec(frame, [1, 5, 10, 20], [0.1, 0.5, 0.9], encoder_length=24)
-    prepared = prepare(frame, spec)
-    with quiet_library_warnings():
-        train_ds, _ = build_datasets(prepared, spec, None)
-        model = build_network(train_ds, spec, NetConfig(hidden_size=8, attention_heads=1, hidden_continuous_size=4))
-    model.eval()
-    return model, spec, prepared, train_ds
+    t = tiny_tft(kline_rows)
+    return t.model, t.spec, t.prepared, t.train_ds
 
 
 def _row(t: int, mid: float, symbol: str = "BTC-USDT", valid: bool = True, **feats: float) -> FeatureRow:
@@ -74,9 +62,9 @@ def _row(t: int, mid: float, symbol: str = "BTC-USDT", valid: bool = True, **fea
 
 def test_module_doctests() -> None:
     import models.evaluate
-    import models.train
+    import models.retrain
 
-    for mod in (ds, models.evaluate, models.train):
+    for mod in (ds, models.evaluate, models.retrain):
         result = doctest.testmod(mod)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
 

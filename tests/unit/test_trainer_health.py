@@ -1,6 +1,6 @@
 """``ccf train --every``: failures in a row end it, each run writes the status file, ``ccf trainer-health`` reads it.
 
-The retrain itself is a stand-in passed to :func:`models.train.run_every` (training is tested elsewhere); the status
+The retrain itself is a stand-in passed to :func:`models.retrain.run_every` (training is tested elsewhere); the status
 file, the health rows (in a real embedded store) and the health command (a real ``ccf`` subprocess) are not.
 """
 
@@ -22,7 +22,8 @@ from ccf.settings import Settings
 from ccf.store.duckdb_store import DuckDBStore
 from ccf.store.sinks import all_tables
 from models.cli import trainer_health
-from models.train import TrainConfig, read_status, run_every
+from models.retrain import read_status, run_every
+from models.train import TrainConfig
 
 CCF = Path(sys.executable).parent / "ccf"
 HOUR = timedelta(hours=1)
