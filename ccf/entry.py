@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
 from ccf import stopping
 from ccf.errors import CCFError
 from ccf.logs import setup_logging
-from ccf.settings import Settings, load_settings
+from ccf.settings import Settings, load_settings, refuse_placeholder_secrets
 
 T = TypeVar("T")
 
@@ -36,14 +36,16 @@ def fail(exc: CCFError, *, debug: bool = False) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-def start(*, debug: bool = False, stop_on_signals: bool = False) -> Settings:
+def start(*, debug: bool = False, stop_on_signals: bool = False, secrets: Sequence[str] = ()) -> Settings:
     """Settings of the ``CCF_*`` environment, logging set up; with ``stop_on_signals`` (dataflow jobs), SIGINT and
     SIGTERM end the sources at their next batch (:mod:`ccf.stopping`) instead of interrupting whatever runs.
 
-    A settings problem ends the process (:func:`fail`).
+    A settings problem ends the process (:func:`fail`), and so does a secret of the sections named in ``secrets``
+    (the ones this role uses) still set to ``change-me`` (:func:`ccf.settings.refuse_placeholder_secrets`).
     """
     try:
         settings = load_settings()
+        refuse_placeholder_secrets(settings, secrets)
     except CCFError as exc:
         fail(exc, debug=debug)
     if debug and not settings.debug:
@@ -80,10 +82,11 @@ def run_dataflow(flow: object) -> None:
         raise cause from exc
 
 
-def from_environment(build: Callable[[Settings], T]) -> T:
-    """``build(settings)`` with the settings of the ``CCF_*`` environment (see :func:`start`); a
-    :class:`CCFError` while building (a store that cannot be reached, say) ends the process in one line."""
-    settings = start(stop_on_signals=True)
+def from_environment(build: Callable[[Settings], T], secrets: Sequence[str] = ("kafka", "questdb")) -> T:
+    """``build(settings)`` with the settings of the ``CCF_*`` environment (see :func:`start`; the dataflow jobs use
+    Kafka and the store, whose secrets must not be ``change-me``); a :class:`CCFError` while building (a store that
+    cannot be reached, say) ends the process in one line."""
+    settings = start(stop_on_signals=True, secrets=secrets)
     try:
         return build(settings)
     except CCFError as exc:

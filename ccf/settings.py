@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -392,6 +393,41 @@ def env_var_for(loc: tuple[int | str, ...]) -> str:
     """
     parts = [str(p) for p in loc if isinstance(p, str)]
     return ENV_PREFIX + NESTED_DELIMITER.join(p.upper() for p in parts)
+
+
+PLACEHOLDER_SECRET = "change-me"
+"""What ``docker/.env.example`` sets every secret to: a role refuses to start while a secret it uses still says so."""
+
+
+def placeholder_secrets(settings: Settings, sections: Iterable[str]) -> list[str]:
+    """The variables of the secrets (``SecretStr`` fields) of ``sections`` still set to :data:`PLACEHOLDER_SECRET`;
+    a section with an ``enabled`` property that is false (no QuestDB, no MLflow server) is not in use and not checked.
+
+    >>> s = Settings(_env_prefix="CCF_DOCTEST_", questdb={"http_url": "http://q:9000", "password": "change-me"})
+    >>> placeholder_secrets(s, ["questdb", "mlflow"])
+    ['CCF_QUESTDB__PASSWORD']
+    >>> placeholder_secrets(s.model_copy(update={"questdb": s.questdb.model_copy(update={"http_url": ""})}),
+    ...                     ["questdb"])
+    []
+    """
+    found = []
+    for name in sections:
+        section = getattr(settings, name)
+        if not getattr(section, "enabled", True):
+            continue
+        for field in type(section).model_fields:
+            value = getattr(section, field)
+            if isinstance(value, SecretStr) and value.get_secret_value().strip().lower() == PLACEHOLDER_SECRET:
+                found.append(env_var_for((name, field)))
+    return found
+
+
+def refuse_placeholder_secrets(settings: Settings, sections: Iterable[str]) -> None:
+    """:class:`ConfigError` naming every secret of ``sections`` (those in use) still set to ``change-me``."""
+    found = placeholder_secrets(settings, sections)
+    if found:
+        raise ConfigError(f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} still {PLACEHOLDER_SECRET!r}: "
+                          "set a real secret (docker/.env) before starting this role")
 
 
 def load_settings(**overrides: Any) -> Settings:

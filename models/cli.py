@@ -58,12 +58,14 @@ def train_cmd(
 ) -> None:
     """Train a TFT on feature rows, log it to MLflow, register it, and move `champion` if it wins the gate."""
     from ccf.logs import setup_logging
-    from ccf.settings import load_settings
+    from ccf.settings import load_settings, refuse_placeholder_secrets
     from models.network import NetConfig
     from models.registry import configure_auth
-    from models.train import TrainConfig, parse_duration, run_every, train
+    from models.retrain import parse_duration, run_every
+    from models.train import TrainConfig, train
 
     settings = load_settings()
+    refuse_placeholder_secrets(settings, ("mlflow",) if inputs else ("mlflow", "questdb"))  # files: no store read
     setup_logging(settings.log_level)
     configure_auth(settings)
     _threads(threads)
@@ -104,7 +106,7 @@ def _frame(settings: Settings, inputs: list[Path] | None, start: int | None, end
 
 def trainer_health(status: Mapping[str, Any] | None, now: datetime, max_failures: int, grace: timedelta,
                    every: timedelta | None = None) -> tuple[bool, str]:
-    """Is the periodic retrain healthy, by the status file :func:`models.train.run_every` writes? And a line saying why.
+    """Is the periodic retrain healthy, by the status file :func:`models.retrain.run_every` writes? And a line saying why.
 
     Healthy: fewer than ``max_failures`` failed runs in a row, and the last run ended (or, before any, the trainer
     started) at most two periods (``every``, default the trainer's own) plus ``grace`` ago.
@@ -153,8 +155,8 @@ def trainer_health_cmd(
     try:
         settings = load_settings()
         period = slack = None
-        if every or grace:  # models.train (pandas, river) takes seconds to import: only when asked
-            from models.train import parse_duration
+        if every or grace:  # models.retrain imports no pandas or torch; still only when asked
+            from models.retrain import parse_duration
 
             period = parse_duration(every) if every else None
             slack = parse_duration(grace) if grace else None
@@ -162,7 +164,7 @@ def trainer_health_cmd(
         typer.echo(f"unhealthy: {' '.join(str(exc).split())}")
         raise typer.Exit(1) from exc
     path = settings.trainer_status_path
-    try:  # as models.train.read_status, without its imports
+    try:  # as models.retrain.read_status
         status = json.loads(path.read_text())
     except (OSError, ValueError):
         status = None
@@ -183,11 +185,12 @@ def predict_cmd(
 ) -> None:
     """Serve the registry's champion TFT: feature rows from Kafka in, predictions to Kafka out."""
     from ccf.logs import setup_logging
-    from ccf.settings import load_settings
+    from ccf.settings import load_settings, refuse_placeholder_secrets
     from models.predict import run_predictor
     from models.registry import configure_auth
 
     settings = load_settings()
+    refuse_placeholder_secrets(settings, ("mlflow", "kafka"))
     setup_logging(settings.log_level)
     configure_auth(settings)
     _threads(threads)
