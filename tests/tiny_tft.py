@@ -1,8 +1,11 @@
-"""A tiny untrained TFT (hidden size 8) on real klines, for tests that need a network but not a trained one."""
+"""A tiny untrained TFT (hidden size 8) on real klines, for tests that need a network but not a trained one; and a
+pickle that writes a file when loaded, what a forged model would do."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -54,3 +57,22 @@ def forecasts(model: Any, tiny: TinyTFT, last: int = 50) -> Any:
     a = anchors(tiny.prepared, tiny.spec)
     a = type(a)(a.frame, a.positions[-last:])
     return forecast_anchors(model, tiny.spec, Layout.of(model, tiny.spec), a)
+
+
+class WritesMarker:
+    """Unpickling this writes a file: what a forged model would do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('unpickled')",))
+
+
+def evil_pickle(marker: Path) -> bytes:
+    """A pickle that writes ``marker`` when loaded (checked live on another path first: a test that then finds no marker means something)."""
+    probe = marker.with_name(marker.name + ".probe")
+    pickle.loads(pickle.dumps(WritesMarker(probe)))  # our own payload, to show that it runs
+    assert probe.read_text() == "unpickled"
+    probe.unlink()
+    return pickle.dumps(WritesMarker(marker))

@@ -4,7 +4,6 @@ not that format, a pickle above all, is refused without being unpickled."""
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import struct
 from pathlib import Path
@@ -14,31 +13,12 @@ import numpy as np
 import pytest
 
 from models.artifact import CONFIG_FILE, FORMAT, WEIGHTS_FILE, UntrustedModelError, load_model, save_model
-from tests.tiny_tft import TinyTFT, forecasts, kline_rows, tiny_tft
+from tests.tiny_tft import TinyTFT, evil_pickle, forecasts, kline_rows, tiny_tft
 
 pytestmark = [
     # pytorch-forecasting's encoders call torch.from_numpy on pandas 3's read-only (copy-on-write) arrays
     pytest.mark.filterwarnings("ignore:The given NumPy array is not writable:UserWarning"),
 ]
-
-
-class WritesMarker:
-    """Unpickling this writes a file: what a forged model would do instead."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('unpickled')",))
-
-
-def evil_pickle(marker: Path) -> bytes:
-    """A pickle that writes ``marker`` when loaded (checked live on another path, so the tests below mean something)."""
-    probe = marker.with_name(marker.name + ".probe")
-    pickle.loads(pickle.dumps(WritesMarker(probe)))  # noqa: S301  # our own payload, to show that it runs
-    assert probe.read_text() == "unpickled"
-    probe.unlink()
-    return pickle.dumps(WritesMarker(marker))
 
 
 @pytest.fixture(scope="module")
