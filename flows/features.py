@@ -86,6 +86,17 @@ def _dead_letters(items: list[Any]) -> EngineOut:
     return out
 
 
+def _route(chunk: tuple[str, list[Any]], routes: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    """A market chunk as it is; a news chunk scored once (:func:`ccf.features.news.scored`): one item for the news
+    table, then its items for the symbols they name. One step for both, so a symbol's engine gets news where the
+    source put them among its records, not after them (news late for windows that closed meanwhile)."""
+    key, items = chunk
+    if key != NEWS_KEY:
+        return [chunk]
+    pairs = scored(items)
+    return [(NEWS_KEY, EngineOut(news=pairs)), *route_news(pairs, routes)]
+
+
 def _book_factory(venue: str, symbol: str) -> Any:
     from ccf.features.bookkeeper import SyncedBook
 
@@ -119,14 +130,11 @@ def build_flow(
         chunks = op.merge("with_news", chunks, op.map("news_chunk", news, lambda item: (NEWS_KEY, [item])))
     split = op.branch("usable", chunks, lambda kv: kv[0] != DLQ_KEY)
     routes = [(settings.venues.source, s) for s in settings.venues.symbols]
-    news_split = op.branch("news_or_market", split.trues, lambda kv: kv[0] != NEWS_KEY)
-    news_scored = op.map("score_news", news_split.falses, lambda kv: scored(kv[1]))  # once per item, not per symbol
-    routed = op.flat_map("route_news", news_scored, lambda pairs: route_news(pairs, routes))
-    market = op.merge("market_and_news", news_split.trues, routed)
-    outs = op.stateful_batch("engine", market, lambda resume: _EngineLogic(make, resume))
+    routed = op.flat_map("route_news", split.trues, lambda kv: _route(kv, routes))
+    news_table = op.branch("news_table", routed, lambda kv: kv[0] == NEWS_KEY)
+    outs = op.stateful_batch("engine", news_table.falses, lambda resume: _EngineLogic(make, resume))
     dead = op.map_value("dead_letters", split.falses, _dead_letters)
-    news_table = op.map("news_rows", news_scored, lambda pairs: (NEWS_KEY, EngineOut(news=pairs)))
-    op.output("outputs", op.merge("all_outputs", outs, dead, news_table),
+    op.output("outputs", op.merge("all_outputs", outs, dead, news_table.trues),
               sink if sink is not None else make_sink(settings))
     return flow
 

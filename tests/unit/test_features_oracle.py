@@ -22,8 +22,8 @@ from ccf.capture.readers import read_records
 from ccf.engine import EngineConfig, SymbolEngine
 from ccf.features.bookkeeper import SyncedBook
 from ccf.features.news import scored
-from ccf.news.parse import parse_feed
 from ccf.features.windows import WindowConfig, feature_names
+from ccf.news.parse import parse_feed
 from ccf.schemas import BookDelta, BookSnapshot, NewsItem, Trade
 
 ROOT = Path(__file__).resolve().parents[2]
