@@ -311,7 +311,10 @@ class AppSettings(_Section):
     basic_auth_user: str | None = None
     """user of the app's basic auth (with basic_auth_password)"""
     basic_auth_password: SecretStr | None = None
-    """password of the app's basic auth (secret)"""
+    """password of the app's basic auth (secret); required when host is not loopback, never change-me"""
+    websocket_origins: list[str] = Field(default_factory=list)
+    """more host[:port] the browser reaches the app at (JSON list); the configured host, and localhost forms for a
+    loopback or wildcard host, are always allowed"""
 
 
 class Settings(BaseSettings):

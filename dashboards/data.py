@@ -1,19 +1,13 @@
 """Live data for the Panel app: one shared poller per server process, over the embedded store or QuestDB.
 
-Readers
-    :class:`DuckDBReader` opens the embedded store read-only for each poll and closes it again. DuckDB lets one
-    process write a file and nobody else open it meanwhile, so while the features flow runs the reader copies the
-    file (and its WAL) into a private temporary directory and reads the copy; a copy caught mid-checkpoint fails to
-    open and the poll is simply retried. When the writer is this same process (``ccf demo``), it reads through the
-    writer's own database instance instead. :class:`QuestDBReader` runs SQL over QuestDB's HTTP ``/exec`` endpoint
-    (tables named with ``CCF_QUESTDB__TABLE_PREFIX``).
-
-The poller
-    :class:`Poller` asks only for what is new since its last poll (features and predictions after the last time it
-    saw, minus a short look-back) plus the small summaries (latest score per model, health counts, latest news), and
-    keeps bounded buffers: ``max_windows`` rows per ``venue:SYMBOL`` and per ``(venue:SYMBOL, model, horizon)``, at
-    most ``max_keys`` keys of each. Every poll publishes one immutable :class:`Snapshot`; sessions only read it.
-    :func:`start_polling` schedules it once per server process (Panel's ``schedule_task``), shared by every session.
+:class:`Poller` asks only for what is new since its last poll, per symbol: each ``venue:SYMBOL`` (and each model of
+it) is read from its own newest row seen, minus a short look-back, so a symbol that lags the others loses no
+windows (on the first poll, or after a pause, from its own newest row minus the buffer's span). With that come the
+small summaries (latest score per model, health per kind, latest news) and, for TFT versions, what the model
+registry says of them (:mod:`dashboards.promotion`). It keeps bounded buffers: ``max_windows`` rows per
+``venue:SYMBOL`` and per ``(venue:SYMBOL, model, horizon)``, at most ``max_keys`` keys of each. Every poll publishes
+one immutable :class:`Snapshot`; sessions only read it. :func:`start_polling` schedules it once per server process
+(Panel's ``schedule_task``), shared by every session. Readers: :mod:`dashboards.readers`.
 
 Nothing here connects, copies or starts anything until a method is called.
 """
@@ -21,193 +15,25 @@ Nothing here connects, copies or starts anything until a method is called.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import shutil
-import tempfile
 import threading
 import time
-import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Any
 
 from ccf.settings import Settings
+from dashboards.readers import Reader, Row, Session, StoreUnavailable, reader_for
 
 logger = logging.getLogger(__name__)
 
-Row = dict[str, Any]
 PredKey = tuple[str, str, int]  # (venue:SYMBOL, model, horizon_steps)
+Labeller = Callable[[Iterable[str]], dict[str, str]]  # TFT versions -> "champion" | "promoted" | "not promoted"
+TFT = "tft"
 
 
-class StoreUnavailable(Exception):
-    """The store cannot be read right now (not created yet, locked copy torn, server down): try again later."""
-
-
-class QueryError(Exception):
-    """The store answered but rejected a query."""
-
-
-class Session(Protocol):
-    def run(self, sql: str) -> list[Row]: ...
-
-    def has_table(self, name: str) -> bool: ...
-
-
-class Reader(Protocol):
-    where: str
-    dialect: str  # "duckdb" (timestamps are BIGINT ns) or "questdb" (TIMESTAMP)
-
-    def table(self, name: str) -> str: ...
-
-    def session(self) -> contextlib.AbstractContextManager[Session]: ...
-
-
-# ------------------------------------------------------------------------------------------------------ readers
-class _DuckSession:
-    def __init__(self, con: Any) -> None:
-        self.con = con
-
-    def run(self, sql: str) -> list[Row]:
-        cur = self.con.execute(sql)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-    def has_table(self, name: str) -> bool:
-        found = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])
-        return bool(found.fetchone()[0])
-
-
-class DuckDBReader:
-    """Reads the embedded store without ever taking its write lock (see the module docstring)."""
-
-    dialect = "duckdb"
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.where = f"embedded store {self.path}"
-        self.copied = False  # whether the last session read a copy (a writer held the file)
-        self._tmp: Path | None = None
-
-    def table(self, name: str) -> str:
-        return f'"{name}"'
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        import duckdb
-
-        if not self.path.is_file():
-            raise StoreUnavailable(f"no embedded store at {self.path} yet (start the features flow)")
-        try:
-            con = duckdb.connect(str(self.path), read_only=True)
-            self.copied = False
-        except duckdb.ConnectionException:
-            # this very process writes the file (`ccf demo`): a plain connection shares its database instance
-            con = duckdb.connect(str(self.path))
-            self.copied = False
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
-            con = self._open_copy(duckdb)
-        try:
-            yield _DuckSession(con)
-        finally:
-            con.close()
-
-    def _open_copy(self, duckdb: Any) -> Any:
-        if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="ccf-app-"))
-            weakref.finalize(self, shutil.rmtree, str(self._tmp), True)
-        copy = self._tmp / "snapshot.duckdb"
-        wal_src, wal_dst = Path(f"{self.path}.wal"), Path(f"{copy}.wal")
-        try:
-            wal_dst.unlink(missing_ok=True)
-            shutil.copyfile(self.path, copy)
-            if wal_src.is_file():
-                shutil.copyfile(wal_src, wal_dst)
-            con = duckdb.connect(str(copy), read_only=True)
-        except (OSError, duckdb.Error) as exc:  # torn copy (a checkpoint ran meanwhile): the next poll retries
-            raise StoreUnavailable(f"copy of {self.path} not readable this time: {exc}") from exc
-        self.copied = True
-        return con
-
-
-class _QuestSession:
-    def __init__(self, reader: QuestDBReader, client: Any) -> None:
-        self.reader = reader
-        self.client = client
-
-    def run(self, sql: str) -> list[Row]:
-        import httpx
-
-        try:
-            resp = self.client.get(f"{self.reader.http_url}/exec", params={"query": sql})
-            body: dict[str, Any] = resp.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise StoreUnavailable(f"QuestDB at {self.reader.http_url} unreachable: {exc}") from exc
-        if resp.status_code != 200 or "error" in body:
-            raise QueryError(f"QuestDB rejected {sql[:80]!r}: {body.get('error', resp.text[:200])}")
-        cols = body.get("columns", [])
-        names = [c["name"] for c in cols]
-        stamps = [i for i, c in enumerate(cols) if c.get("type") in ("TIMESTAMP", "TIMESTAMP_NS")]
-        rows = []
-        for values in body.get("dataset", []):
-            for i in stamps:
-                values[i] = iso_to_ns(values[i])
-            rows.append(dict(zip(names, values, strict=True)))
-        return rows
-
-    def has_table(self, name: str) -> bool:
-        full = self.reader.prefix + name
-        return bool(self.run(f"SELECT table_name FROM tables() WHERE table_name = '{full}'"))
-
-
-class QuestDBReader:
-    """Reads QuestDB over HTTP ``/exec`` (the endpoint the writer already uses); one client per session."""
-
-    dialect = "questdb"
-
-    def __init__(self, http_url: str, prefix: str = "", timeout_s: float = 10.0) -> None:
-        self.http_url = http_url.rstrip("/")
-        self.prefix = prefix
-        self.timeout_s = timeout_s
-        self.where = f"QuestDB {self.http_url}" + (f" (tables {prefix}*)" if prefix else "")
-
-    def table(self, name: str) -> str:
-        return f'"{self.prefix}{name}"'
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        import httpx
-
-        with httpx.Client(timeout=self.timeout_s) as client:
-            yield _QuestSession(self, client)
-
-
-def iso_to_ns(value: str | None) -> int | None:
-    """QuestDB's JSON timestamp (``2024-01-01T00:00:01.500000Z``) as int ns.
-
-    >>> iso_to_ns("2024-01-01T00:00:01.500000Z"), iso_to_ns(None)
-    (1704067201500000000, None)
-    """
-    if value is None:
-        return None
-    head, _, frac = value.rstrip("Z").partition(".")
-    secs = int(datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp())
-    return secs * 1_000_000_000 + int((frac + "000000000")[:9])
-
-
-def reader_for(settings: Settings) -> Reader:
-    """QuestDB when configured, else the embedded store (the same choice the features flow makes)."""
-    if settings.questdb.enabled:
-        return QuestDBReader(settings.questdb.http_url, settings.questdb.table_prefix)
-    return DuckDBReader(settings.store.path)
-
-
-# ------------------------------------------------------------------------------------------------------- poller
 @dataclass(frozen=True)
 class Snapshot:
     """What one poll saw. Immutable: sessions read it without locks."""
@@ -219,8 +45,9 @@ class Snapshot:
     features: dict[str, tuple[Row, ...]] = field(default_factory=dict)  # venue:SYMBOL -> windows, oldest first
     predictions: dict[PredKey, tuple[Row, ...]] = field(default_factory=dict)  # oldest first
     scores: tuple[Row, ...] = ()  # latest score per (venue, symbol, model, horizon)
-    health: tuple[Row, ...] = ()  # per (venue, symbol, kind): n, last_ts
-    news: tuple[Row, ...] | None = None  # None: there is no news table
+    health: tuple[Row, ...] = ()  # per (venue, symbol, kind): n (sum of value), last (newest value), last_ts
+    news: tuple[Row, ...] | None = None  # newest first; None: there is no news table
+    promotion: dict[str, str] = field(default_factory=dict)  # TFT model_version -> what the registry says
 
     @property
     def keys(self) -> list[str]:
@@ -229,6 +56,15 @@ class Snapshot:
     def latest_window_end(self) -> int | None:
         ends = [rows[-1]["window_end"] for rows in self.features.values() if rows]
         return max(ends) if ends else None
+
+    def model_version(self, key: str, model: str) -> str | None:
+        """The version of ``model`` in the newest forecast for ``key``."""
+        newest = [rows[-1] for (k, m, _), rows in self.predictions.items() if k == key and m == model and rows]
+        return str(max(newest, key=lambda p: p["issued_at"])["model_version"]) if newest else None
+
+
+def _quote(v: Any) -> str:
+    return "'" + str(v).replace("'", "''") + "'"
 
 
 class Poller:
@@ -244,6 +80,7 @@ class Poller:
         max_windows: int = 300,
         max_keys: int = 64,
         lookback_windows: int = 30,
+        labeller: Labeller | None = None,
     ) -> None:
         self.reader = reader
         self.width_ns = int(window_s * 1e9)
@@ -252,12 +89,11 @@ class Poller:
         self.max_windows = max_windows
         self.max_keys = max_keys
         self.lookback_ns = lookback_windows * self.width_ns
+        self.labeller = labeller
         self.polls = 0
         self.min_gap_s = 0.0  # grows when reading is slow (a big store copied per poll), so polling stays light
         self._features: dict[str, deque[Row]] = {}
         self._preds: dict[PredKey, deque[Row]] = {}
-        self._last_feature: int | None = None
-        self._last_pred: dict[str, int] = {}  # per model
         self._busy = threading.Lock()
         self._last_end = 0.0
         self._snap = Snapshot(where=reader.where)
@@ -279,8 +115,10 @@ class Poller:
         try:
             try:
                 with self.reader.session() as s:
-                    feats = s.run(self._features_sql(s))
-                    preds = [p for sql in self._predictions_sql(s) for p in s.run(sql)]
+                    feats = self._read_new(s, "features", "window_start", ("venue", "symbol"), self._feature_cols(),
+                                           self._seen_features())
+                    preds = self._read_new(s, "predictions", "issued_at", ("venue", "symbol", "model"),
+                                           self._prediction_cols(), self._seen_predictions())
                     scores = s.run(self._scores_sql())
                     health = s.run(self._health_sql())
                     news = self._news(s)
@@ -293,10 +131,11 @@ class Poller:
             self.polls += 1
             old = self._snap
             self._snap = replace(
-                old, version=old.version + 1, polled_at=time.time(), error=None,
+                old, version=old.version + 1, where=self.reader.where, polled_at=time.time(), error=None,
                 features={k: tuple(v) for k, v in self._features.items()},
                 predictions={k: tuple(v) for k, v in self._preds.items()},
                 scores=tuple(scores), health=tuple(health), news=None if news is None else tuple(news),
+                promotion=self._labels(),
             )
             return True
         finally:
@@ -308,40 +147,63 @@ class Poller:
         changed = self._snap.error != why
         if changed:
             logger.info("live data: %s", why)
-            self._snap = replace(self._snap, version=self._snap.version + 1, error=why)
+            self._snap = replace(self._snap, version=self._snap.version + 1, where=self.reader.where, error=why)
         return changed
+
+    def _labels(self) -> dict[str, str]:
+        if self.labeller is None:
+            return {}
+        versions = {str(rows[-1]["model_version"]) for (_, m, _), rows in self._preds.items() if m == TFT and rows}
+        return self.labeller(versions)
 
     # -- SQL ------------------------------------------------------------------------------------------------------
     def _ts(self, ns: int) -> str:
         return str(ns) if self.reader.dialect == "duckdb" else f"cast({ns // 1000} as timestamp)"
 
-    def _since(self, s: Session, table: str, col: str, last: int | None, where: str = "") -> str:
-        """Where to read from: a look-back before the last row seen, or (first poll) the buffer's span."""
-        if last is not None:
-            return self._ts(last - self.lookback_ns)
-        top = s.run(f"SELECT max({col}) AS m FROM {self.reader.table(table)}{where}")
-        m = top[0]["m"] if top else None
-        return self._ts(int(m) - self.max_windows * self.width_ns) if m is not None else self._ts(0)
+    def _feature_cols(self) -> tuple[str, ...]:
+        return ("window_start", "window_end", "venue", "symbol", *self.feature_columns)
 
-    def _features_sql(self, s: Session) -> str:
-        cols = ", ".join(f'"{c}"' for c in ("window_start", "window_end", "venue", "symbol", *self.feature_columns))
-        since = self._since(s, "features", "window_start", self._last_feature)
-        return (f"SELECT {cols} FROM {self.reader.table('features')} WHERE window_start > {since} "
-                f"ORDER BY window_start LIMIT {self.max_windows * self.max_keys}")
-
-    def _predictions_sql(self, s: Session) -> list[str]:
-        """One query per model: models are written by different jobs, each at its own pace."""
+    def _prediction_cols(self) -> tuple[str, ...]:
         base = ("issued_at", "target_time", "venue", "symbol", "model", "model_version", "horizon_steps", "value")
-        cols = ", ".join(f'"{c}"' for c in (*base, *self.quantile_columns))
-        t = self.reader.table("predictions")
-        models = sorted(str(r["model"]) for r in s.run(f"SELECT DISTINCT model FROM {t}"))[: self.max_keys]
-        out = []
-        for model in models:
-            is_model = " WHERE model = '" + model.replace("'", "''") + "'"
-            since = self._since(s, "predictions", "issued_at", self._last_pred.get(model), is_model)
-            out.append(f"SELECT {cols} FROM {t}{is_model} AND issued_at > {since} ORDER BY issued_at "
-                       f"LIMIT {self.max_windows * self.max_keys}")
-        return out
+        return (*base, *self.quantile_columns)
+
+    def _seen_features(self) -> dict[tuple[str, ...], int]:
+        return {tuple(k.split(":", 1)): buf[-1]["window_start"] for k, buf in self._features.items() if buf}
+
+    def _seen_predictions(self) -> dict[tuple[str, ...], int]:
+        seen: dict[tuple[str, ...], int] = {}
+        for (key, model, _), buf in self._preds.items():
+            if buf:
+                k = (*key.split(":", 1), model)
+                seen[k] = max(seen.get(k, 0), buf[-1]["issued_at"])
+        return seen
+
+    def _newest(self, s: Session, t: str, ts: str, by: tuple[str, ...]) -> list[Row]:
+        """The newest ``ts`` (as ``m``) per ``by``, newest first, at most ``max_keys`` of them."""
+        keys = ", ".join(by)
+        if self.reader.dialect == "duckdb":
+            return s.run(f"SELECT {keys}, max({ts}) AS m FROM {t} GROUP BY {keys} ORDER BY m DESC LIMIT {self.max_keys}")
+        rows = s.run(f"SELECT {keys}, {ts} AS m FROM {t} LATEST ON {ts} PARTITION BY {keys}")
+        return sorted(rows, key=lambda r: -int(r["m"]))[: self.max_keys]
+
+    def _read_new(self, s: Session, table: str, ts: str, by: tuple[str, ...], cols: tuple[str, ...],
+                  seen: dict[tuple[str, ...], int]) -> list[Row]:
+        """Rows of ``table`` newer than what was seen, per ``by`` key (see the module docstring)."""
+        t = self.reader.table(table)
+        span = self.max_windows * self.width_ns
+        clauses = []
+        for top in self._newest(s, t, ts, by):
+            key = tuple(str(top[c]) for c in by)
+            newest, last = int(top["m"]), seen.get(key)
+            if last is not None and newest <= last:
+                continue  # nothing new for this key
+            since = newest - span if last is None else max(newest - span, last - self.lookback_ns)
+            match = " AND ".join(f"{c} = {_quote(v)}" for c, v in zip(by, key, strict=True))
+            clauses.append(f"({match} AND {ts} > {self._ts(since)})")
+        if not clauses:
+            return []
+        names = ", ".join(f'"{c}"' for c in cols)
+        return s.run(f"SELECT {names} FROM {t} WHERE {' OR '.join(clauses)} ORDER BY {ts}")
 
     def _scores_sql(self) -> str:
         t = self.reader.table("scores")
@@ -351,8 +213,9 @@ class Poller:
         return f"SELECT * FROM {t} LATEST ON window_end PARTITION BY {keys}"
 
     def _health_sql(self) -> str:
-        return (f"SELECT venue, symbol, kind, sum(value) AS n, max(ts) AS last_ts FROM {self.reader.table('health')} "
-                "GROUP BY venue, symbol, kind ORDER BY kind, venue, symbol")
+        last = "arg_max(value, ts)" if self.reader.dialect == "duckdb" else "last(value)"
+        return (f"SELECT venue, symbol, kind, sum(value) AS n, {last} AS last, max(ts) AS last_ts "
+                f"FROM {self.reader.table('health')} GROUP BY venue, symbol, kind ORDER BY kind, venue, symbol")
 
     def _news(self, s: Session) -> list[Row] | None:
         if not s.has_table("news"):
@@ -368,19 +231,13 @@ class Poller:
     # -- buffers --------------------------------------------------------------------------------------------------
     def _merge(self, feats: list[Row], preds: list[Row]) -> None:
         for r in feats:
-            key = f"{r['venue']}:{r['symbol']}"
-            buf = self._bounded(self._features, key)
-            if buf and r["window_start"] <= buf[-1]["window_start"]:
-                continue  # seen already (the look-back re-reads a few windows)
-            buf.append(r)
-            self._last_feature = max(self._last_feature or 0, r["window_start"])
+            buf = self._bounded(self._features, f"{r['venue']}:{r['symbol']}")
+            if not buf or r["window_start"] > buf[-1]["window_start"]:  # else seen already (the look-back)
+                buf.append(r)
         for p in preds:
-            pkey = (f"{p['venue']}:{p['symbol']}", str(p["model"]), int(p["horizon_steps"]))
-            pbuf = self._bounded(self._preds, pkey)
-            if pbuf and p["issued_at"] <= pbuf[-1]["issued_at"]:
-                continue
-            pbuf.append(p)
-            self._last_pred[pkey[1]] = max(self._last_pred.get(pkey[1], 0), p["issued_at"])
+            pbuf = self._bounded(self._preds, (f"{p['venue']}:{p['symbol']}", str(p["model"]), int(p["horizon_steps"])))
+            if not pbuf or p["issued_at"] > pbuf[-1]["issued_at"]:
+                pbuf.append(p)
 
     def _bounded(self, buffers: dict[Any, deque[Row]], key: Any) -> deque[Row]:
         # dicts keep insertion order: a key moves to the end when touched, so the first key is the quietest
@@ -394,8 +251,10 @@ class Poller:
 
 
 def make_poller(settings: Settings, max_windows: int = 300) -> Poller:
-    """A poller for what ``settings`` configure (QuestDB, else the embedded store)."""
+    """A poller for what ``settings`` configure (QuestDB, else the embedded store), labelling TFT versions from the
+    model registry."""
     from ccf.store.tables import features_table, predictions_table
+    from dashboards.promotion import Promotion
 
     wanted = ("book_valid", "epoch", "mid", "spread", "spread_bps", "best_bid", "best_ask", "imbalance_1",
               "trade_count", "volume", "book_events", "late_trades")
@@ -403,7 +262,7 @@ def make_poller(settings: Settings, max_windows: int = 300) -> Poller:
     cols = [c for c in names if c in wanted or c.startswith(("depth_bid_", "depth_ask_"))]
     qcols = [c for c in predictions_table(settings.forecast.quantiles).column_names if c.startswith("q")]
     return Poller(reader_for(settings), window_s=settings.features.window_s, feature_columns=cols,
-                  quantile_columns=qcols, max_windows=max_windows)
+                  quantile_columns=qcols, max_windows=max_windows, labeller=Promotion(settings).labels)
 
 
 # ------------------------------------------------------------------------------------- one poller per server
@@ -416,7 +275,7 @@ _LOCK = threading.Lock()
 
 def shared_poller(settings: Settings) -> Poller:
     """The process's poller for this store (made on first use; every session gets the same one)."""
-    key = reader_for(settings).where
+    key = reader_for(settings).ident
     with _LOCK:
         poller = _POLLERS.get(key)
         if poller is None:
@@ -430,7 +289,7 @@ def start_polling(poller: Poller, interval_s: float) -> str:
     session's event loop waits on the store. Returns the task name."""
     import panel as pn
 
-    name = f"ccf-live-poll-{poller.reader.where}"
+    name = f"ccf-live-poll-{poller.reader.ident}"
     with _LOCK:
         task = _TASKS.get(name)
         if task is None:

@@ -15,7 +15,8 @@ import pytest
 from ccf.settings import Settings
 from ccf.store.duckdb_store import DuckDBStore
 from ccf.store.sinks import all_tables
-from dashboards.data import DuckDBReader, Poller, QuestDBReader, _QuestSession, make_poller
+from dashboards.data import Poller, make_poller
+from dashboards.readers import DuckDBReader, QuestDBReader, _QuestSession
 
 S = 1_000_000_000
 T0 = 1_704_067_200 * S
@@ -137,9 +138,10 @@ def test_questdb_reader_converts_timestamps_and_uses_questdb_sql() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         sql = request.url.params["query"]
         seen.append(sql)
-        if sql.startswith("SELECT max("):
-            body: dict[str, Any] = {"columns": [{"name": "m", "type": "TIMESTAMP"}],
-                                    "dataset": [["2024-01-01T00:01:00.000000Z"]]}
+        if 'FROM "p_features" LATEST ON window_start' in sql:  # the newest window per symbol
+            body: dict[str, Any] = {"columns": [{"name": "venue", "type": "SYMBOL"}, {"name": "symbol", "type": "SYMBOL"},
+                                                {"name": "m", "type": "TIMESTAMP"}],
+                                    "dataset": [["v", "A", "2024-01-01T00:00:59.000000Z"]]}
         elif "FROM tables()" in sql:
             body = {"columns": [{"name": "table_name", "type": "STRING"}], "dataset": []}
         elif 'FROM "p_features"' in sql:
@@ -170,7 +172,7 @@ def test_questdb_reader_converts_timestamps_and_uses_questdb_sql() -> None:
     assert snap.news is None
     # QuestDB's own SQL: timestamps as micros cast to TIMESTAMP, latest scores with LATEST ON, prefixed tables
     joined = "\n".join(seen)
-    assert f"window_start > cast({(T0 + 50 * S) // 1000} as timestamp)" in joined
+    assert f"(venue = 'v' AND symbol = 'A' AND window_start > cast({(T0 + 49 * S) // 1000} as timestamp))" in joined
     assert 'FROM "p_scores" LATEST ON window_end PARTITION BY venue, symbol, model, horizon_steps' in joined
     assert "table_name = 'p_news'" in joined
 
@@ -188,7 +190,8 @@ def test_poll_gap_grows_with_slow_reads(settings: Settings) -> None:
     assert poller.poll(force=True) and time.monotonic() - t0 < 30
 
 
-@pytest.mark.parametrize("name", ["dashboards.sql", "dashboards.data", "dashboards.app"])
+@pytest.mark.parametrize("name", ["dashboards.sql", "dashboards.readers", "dashboards.kinds", "dashboards.panels",
+                                  "dashboards.app"])
 def test_doctests(name: str) -> None:
     # dashboards/ is outside pytest's doctest paths (tests, ccf): run its examples here
     import doctest
@@ -196,3 +199,62 @@ def test_doctests(name: str) -> None:
 
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_symbol_that_lags_the_others_loses_no_windows(settings: Settings) -> None:
+    store = DuckDBStore(settings.store.path, all_tables(settings))
+    store.upsert("features", [_feature(i, "A") for i in range(200)] + [_feature(i, "B") for i in range(100)])
+    store.close()
+    poller = Poller(DuckDBReader(settings.store.path), feature_columns=("mid",), max_windows=300, lookback_windows=5)
+    assert poller.poll(force=True)
+    assert [len(poller.snapshot().features[k]) for k in ("v:A", "v:B")] == [200, 100]
+    # A runs 50 windows ahead; B catches up 10 windows far behind A's look-back: B's windows must all arrive
+    store = DuckDBStore(settings.store.path, all_tables(settings))
+    store.upsert("features", [_feature(i, "A") for i in range(200, 250)] + [_feature(i, "B") for i in range(100, 110)])
+    store.close()
+    assert poller.poll(force=True)
+    b = [r["window_start"] for r in poller.snapshot().features["v:B"]]
+    assert b == [T0 + i * S for i in range(110)]
+    assert len(poller.snapshot().features["v:A"]) == 250
+
+
+def test_the_app_finds_the_demo_store_unless_the_store_is_set(tmp_path: Path) -> None:
+    from dashboards.readers import reader_for
+
+    run = tmp_path / "run"
+    auto = Settings(run_dir=run)
+    demo, plain = run / "demo" / "store.duckdb", run / "store.duckdb"
+    reader = reader_for(auto)
+    assert isinstance(reader, DuckDBReader)
+    poller = Poller(reader, feature_columns=("mid",))
+    poller.poll(force=True)
+    assert "no embedded store yet" in str(poller.snapshot().error) and str(demo) in str(poller.snapshot().error)
+    for path, symbols in ((plain, ("OLD",)), (demo, ("A", "B"))):  # the demo's store is written last
+        store = DuckDBStore(path, all_tables(Settings(store={"path": path})))
+        _fill(store, 0, 3, symbols=symbols)
+        store.close()
+        time.sleep(0.05)
+    assert poller.poll(force=True)
+    snap = poller.snapshot()
+    assert snap.keys == ["v:A", "v:B"] and reader.path == demo
+    assert f"embedded store {demo} (written last" in snap.where and "CCF_STORE__PATH chooses" in snap.where
+    # an explicit store always wins, even the default path, and even when it does not exist yet
+    explicit = reader_for(Settings(run_dir=run, store={"path": plain}))
+    assert isinstance(explicit, DuckDBReader) and explicit.candidates == (plain,)
+    missing = reader_for(Settings(run_dir=run, store={"path": run / "nope.duckdb"}))
+    assert isinstance(missing, DuckDBReader) and missing.candidates == (run / "nope.duckdb",)
+
+
+def test_health_sums_counts_and_keeps_the_newest_lag(settings: Settings) -> None:
+    store = DuckDBStore(settings.store.path, all_tables(settings))
+    store.upsert("health", [
+        {"ts": T0 + k * S, "venue": "kafka", "symbol": "ccf.book:0", "kind": "consumer_lag", "value": float(v),
+         "detail": "", "seq": 0} for k, v in enumerate((500, 40, 7))
+    ] + [{"ts": T0 + k * S, "venue": "v", "symbol": "", "kind": "disconnected", "value": 1.0, "detail": "",
+          "seq": k} for k in range(2)])
+    store.close()
+    poller = make_poller(settings)
+    assert poller.poll(force=True)
+    health = {h["kind"]: h for h in poller.snapshot().health}
+    assert health["consumer_lag"]["last"] == 7.0 and health["consumer_lag"]["last_ts"] == T0 + 2 * S
+    assert health["disconnected"]["n"] == 2.0
