@@ -190,3 +190,30 @@ def test_images_are_pinned() -> None:
         assert re.fullmatch(r"v?\d+(\.\d+)+", tag), f"{name}: {image}: pin a version"
     base = re.findall(r"^FROM\s+(\S+)", (DOCKER / "Dockerfile").read_text(), re.MULTILINE)
     assert base == ["python:3.11-slim"]
+
+
+def test_mlflow_runs_behind_basic_auth() -> None:
+    """MLflow's basic-auth app, its admin user from docker/.env, its user store on the data volume, nobody else let
+    in; the roles that talk to MLflow get the same pair as CCF settings (env_file), which must not be change-me."""
+    import configparser
+
+    services = _compose()["services"]
+    mlflow = services["mlflow"]
+    assert "--app-name basic-auth" in mlflow["command"]
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == "${CCF_MLFLOW__USERNAME}"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "${CCF_MLFLOW__PASSWORD}"
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "${MLFLOW_FLASK_SERVER_SECRET_KEY}"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in mlflow["volumes"]}
+    assert mounts["/data"] == "ccf-data"
+    ini = configparser.ConfigParser()
+    assert ini.read(DOCKER / mounts[env["MLFLOW_AUTH_CONFIG_PATH"]])
+    assert ini["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert ini["mlflow"]["database_uri"].startswith("sqlite:////data/mlflow/")
+    assert "admin_password" not in ini["mlflow"]  # only from docker/.env
+    assert mlflow["ports"] == ["127.0.0.1:5000:5000"]
+    assert "/health" in " ".join(mlflow["healthcheck"]["test"])  # the one route basic auth leaves open
+    example = _env_example()
+    assert example["CCF_MLFLOW__USERNAME"] and example["CCF_MLFLOW__PASSWORD"] == "change-me"
+    for name in ("trainer", "predictor"):
+        assert services[name]["env_file"] == ".env" and "mlflow" in services[name]["depends_on"]
