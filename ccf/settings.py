@@ -116,7 +116,7 @@ class QuestDBSettings(_Section):
     username: str = "admin"
     """user for the PostgreSQL wire endpoint and HTTP basic auth"""
     password: SecretStr = SecretStr("quest")
-    """password for the PostgreSQL wire endpoint and HTTP basic auth (secret)"""
+    """password for the PostgreSQL wire endpoint and HTTP basic auth (secret; change-me stops the roles using QuestDB)"""
     database: str = "qdb"
     """database name on the PostgreSQL wire endpoint"""
     table_prefix: str = ""
@@ -284,9 +284,9 @@ class MLflowSettings(_Section):
     model_name: str = "ccf-tft"
     """registered model name of the TFT"""
     username: str | None = None
-    """MLflow basic-auth user"""
+    """MLflow basic-auth user (docker/compose.yaml: also the server's admin user)"""
     password: SecretStr | None = None
-    """MLflow basic-auth password (secret)"""
+    """MLflow basic-auth password (secret; change-me stops ccf train and ccf predict at start)"""
 
     @property
     def enabled(self) -> bool:

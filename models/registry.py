@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ccf.settings import Settings
-from models.artifact import CONFIG_FILE, FORMAT, WEIGHTS_FILE, UntrustedModelError, load_model, save_model
+from models.artifact import CONFIG_FILE, FORMAT, WEIGHTS_FILE, load_model, save_model
+from models.artifact import UntrustedModelError as UntrustedModelError  # re-exported: what load_version raises
 from models.dataset import FeatureSpec
 
 logger = logging.getLogger(__name__)
