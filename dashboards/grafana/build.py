@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dashboards import kinds
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "dashboards" / "json"
 FLAVOURS: dict[str, dict[str, Any]] = {
@@ -25,6 +27,8 @@ SYMBOL = "symbol IN (${symbol:singlequote})"
 MODEL = "model IN (${model:singlequote})"
 HORIZON = "horizon_steps IN (${horizon:csv})"
 SAMPLE = "SAMPLE BY ${__interval_ms}T ALIGN TO CALENDAR"
+# a null in each interval without a window, so lines break where the store has none (spanNulls false)
+SAMPLE_GAPS = "SAMPLE BY ${__interval_ms}T FILL(NULL) ALIGN TO CALENDAR"
 SERIES = "concat(venue, ':', symbol) AS series"
 VARIABLES = {
     "venue": "SELECT DISTINCT venue FROM features WHERE $__timeFilter(window_start) ORDER BY venue",
@@ -32,7 +36,6 @@ VARIABLES = {
     "model": "SELECT DISTINCT model FROM predictions WHERE $__timeFilter(issued_at) ORDER BY model",
     "horizon": "SELECT DISTINCT horizon_steps FROM predictions WHERE $__timeFilter(issued_at) ORDER BY horizon_steps",
 }
-NO_TABLE = "**No table yet.** "
 
 
 def where(ts: str, *filters: str) -> str:
@@ -40,7 +43,8 @@ def where(ts: str, *filters: str) -> str:
 
 
 def market_series(expr: str) -> str:
-    return f"SELECT window_start AS time, {SERIES}, {expr} FROM features WHERE {where('window_start', VENUE, SYMBOL)} {SAMPLE} ORDER BY time"
+    return (f"SELECT window_start AS time, {SERIES}, {expr} FROM features WHERE {where('window_start', VENUE, SYMBOL)} "
+            f"{SAMPLE_GAPS} ORDER BY time")
 
 
 # ----------------------------------------------------------------------------------------------------- panels
@@ -56,11 +60,14 @@ def panel(kind: str, title: str, description: str, sql: list[str] | None, grid: 
 
 
 def series(title: str, description: str, sql: list[str], grid: tuple[int, int, int, int], unit: str = "short",
-           bars: bool = False, **extra: Any) -> dict[str, Any]:
+           bars: bool = False, interval: str = "1s", decimals: int | None = None, **extra: Any) -> dict[str, Any]:
+    # spanNulls false: a gap the store has (no window, no row) stays a gap instead of a straight line across it
     custom: dict[str, Any] = {"drawStyle": "bars" if bars else "line", "lineWidth": 1, "fillOpacity": 40 if bars else 0,
-                              "showPoints": "never", "spanNulls": True}
-    return panel("timeseries", title, description, sql, grid, interval="1s",
-                 fieldConfig={"defaults": {"unit": unit, "custom": custom}, "overrides": extra.pop("overrides", [])},
+                              "showPoints": "never", "spanNulls": False}
+    return panel("timeseries", title, description, sql, grid, interval=interval,
+                 fieldConfig={"defaults": {"unit": unit, "custom": custom, **({} if decimals is None else
+                                                                           {"decimals": decimals})},
+                              "overrides": extra.pop("overrides", [])},
                  options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
                  **extra)
 
@@ -92,6 +99,21 @@ def market() -> tuple[str, str, list[str], list[dict[str, Any]]]:
         series("Volume", "Traded volume per interval, base units (volume summed over the windows in it).",
                [market_series("sum(volume) AS volume")], (12, 18, 12, 8), bars=True),
         table("Latest window", "The newest window of each symbol in the range.", latest, (0, 26, 24, 6)),
+        *news_panels(32),
+    ]
+
+
+def news_panels(y: int) -> list[dict[str, Any]]:
+    """The news table (written by the news poller when CCF_NEWS__ENABLED=true): market-wide, not per symbol."""
+    items = ("SELECT fetched, feed, title, sentiment, bases, published, link FROM news WHERE $__timeFilter(fetched) "
+             "ORDER BY fetched DESC LIMIT 50")
+    mood = ("SELECT fetched AS time, avg(sentiment) AS mean_sentiment FROM news WHERE $__timeFilter(fetched) "
+            f"{SAMPLE} ORDER BY time")
+    return [
+        table("Latest news", "The newest items of every feed, with their sentiment (compound score of title and "
+              "summary, −1 negative … +1 positive) and the base assets they name.", items, (0, y, 16, 9)),
+        series("News sentiment", "Mean sentiment of the items fetched in each interval (at least a minute).",
+               [mood], (16, y, 8, 9), unit="none", interval="1m", bars=True),
     ]
 
 
@@ -141,13 +163,18 @@ def scores() -> tuple[str, str, list[str], list[dict[str, Any]]]:
 
     return "scores", "Scores", ["venue", "symbol", "model", "horizon"], [
         table("Leaderboard", "Latest running scores per symbol, model and horizon (errors in basis points of "
-              "log-return); skill = 1 − MAE / MAE of the naive forecast, above 0 beats naive.", board, (0, 0, 24, 10)),
+              "log-return); skill = 1 − MAE / MAE of the naive forecast, above 0 beats naive.", board, (0, 0, 24, 10),
+              fieldConfig={"defaults": {}, "overrides": [
+                  {"matcher": {"id": "byRegexp", "options": ".*_bps"},
+                   "properties": [{"id": "decimals", "value": 4}, {"id": "unit", "value": "suffix: bps"}]},
+                  {"matcher": {"id": "byRegexp", "options": "skill|hit_rate|coverage"},
+                   "properties": [{"id": "decimals", "value": 3}]}]}),
         series("Skill vs naive, ${horizon} windows ahead", "Running skill over time (last value per interval).",
                [over_time("last(skill) AS skill")], (0, 10, 12, 9), unit="none", repeat="horizon",
                repeatDirection="h", maxPerRow=2),
         series("MAE, ${horizon} windows ahead", "Running mean absolute error, basis points of log-return.",
-               [over_time("last(mae) * 10000 AS mae_bps")], (0, 19, 12, 9), unit="none", repeat="horizon",
-               repeatDirection="h", maxPerRow=2),
+               [over_time("last(mae) * 10000 AS mae_bps")], (0, 19, 12, 9), unit="suffix: bps", repeat="horizon",
+               repeatDirection="h", maxPerRow=2, decimals=4),
         series("Band coverage (q10–q90)", "Share of realised returns inside the q10–q90 band; 0.8 is calibrated.",
                [f"SELECT window_end AS time, concat(symbol, ' ', model, ' h', horizon_steps) AS series, "
                 f"last(coverage) AS coverage FROM scores WHERE {sel} {SAMPLE} ORDER BY time"],
@@ -157,10 +184,17 @@ def scores() -> tuple[str, str, list[str], list[dict[str, Any]]]:
 
 def health() -> tuple[str, str, list[str], list[dict[str, Any]]]:
     hsel = where("ts", VENUE, SYMBOL)
-    book_kinds = "kind IN ('SequenceGapError', 'ChecksumError', 'CrossedBookError')"
+    conn = where("ts", VENUE, "symbol IN (${symbol:singlequote}, '')")  # "" is a whole connection
+
+    def counts(kind_list: tuple[str, ...], name: str, sel: str = hsel) -> str:
+        return (f"SELECT ts AS time, kind, sum(value) AS {name} FROM health WHERE {sel} AND kind IN "
+                f"{kinds.sql_list(kind_list)} {SAMPLE} ORDER BY time")
+
     dead = ("SELECT kind, venue, count() AS entries, sum(value) AS records, max(ts) AS last_seen FROM health "
-            "WHERE kind IN ('ParseError', 'Unparsed') AND venue IN (${venue:singlequote}, '') GROUP BY kind, venue "
-            "ORDER BY kind, venue")
+            f"WHERE kind IN {kinds.sql_list(kinds.DEAD_LETTERS)} AND venue IN (${{venue:singlequote}}, '') "
+            "GROUP BY kind, venue ORDER BY kind, venue")
+    lag = (f"SELECT ts AS time, symbol AS topic_partition, last(value) AS lag FROM health WHERE $__timeFilter(ts) "
+           f"AND kind = '{kinds.CONSUMER_LAG}' {SAMPLE} ORDER BY time")
     age = ("SELECT model, model_version, min(issued_at) AS first_forecast, max(issued_at) AS last_forecast, "
            "datediff('s', min(issued_at), max(issued_at)) AS serving_s FROM predictions WHERE "
            f"{where('issued_at', VENUE, SYMBOL, MODEL)} GROUP BY model, model_version ORDER BY model, model_version")
@@ -170,31 +204,31 @@ def health() -> tuple[str, str, list[str], list[dict[str, Any]]]:
         series("Events/s", "Book events plus trades per second, from each window's book_events + trade_count.",
                [market_series("sum(book_events + trade_count) / (${__interval_ms} / 1000.0) AS events_per_s")],
                (0, 0, 12, 8)),
-        series("Book resyncs", "Book problems that force a resync (health kinds SequenceGapError, ChecksumError, "
-               "CrossedBookError), and each book's epoch (resyncs so far).",
-               [f"SELECT ts AS time, kind, sum(value) AS problems FROM health WHERE {hsel} AND {book_kinds} {SAMPLE} "
-                "ORDER BY time", market_series("max(epoch) AS epoch")], (12, 0, 12, 8), bars=True),
+        series("Book resyncs", "Book problems that force a resync (health kinds " + ", ".join(kinds.RESYNCS) +
+               "), and each book's epoch (resyncs so far).",
+               [counts(kinds.RESYNCS, "problems"), market_series("max(epoch) AS epoch")], (12, 0, 12, 8), bars=True),
         series("Late records", "Records behind the watermark: late trades per window (features.late_trades) and "
                "late records per type (health kinds late_*).",
                [market_series("sum(late_trades) AS late_trades"),
                 f"SELECT ts AS time, kind, sum(value) AS late FROM health WHERE {hsel} AND kind LIKE 'late_%' "
                 f"{SAMPLE} ORDER BY time"], (0, 8, 12, 8), bars=True),
-        table("Dead letters (all time)", "What could not be used (health kinds ParseError, Unparsed). Counted over "
-              "all time, not the dashboard range: the features flow writes dead letters without an event time "
-              "(ts 0) when the bad input carried none.", dead, (12, 8, 12, 8)),
-        text("Reconnects", NO_TABLE + "Websocket reconnects (kinds disconnected, stalled, max_age, backoff, failed) "
-             "are published by flows.ingest on the Kafka topic ccf.health; no job writes that topic to a QuestDB "
-             "table yet, so there is nothing to chart here.", (0, 16, 8, 6)),
-        text("Consumer lag", NO_TABLE + "The features flow's Kafka consumer lag (group ccf-features) is not "
-             "recorded anywhere yet; flows.ingest publishes its own lag (queue_ms, venue_ms) on Kafka ccf.health "
-             "only. Check it with kafka-consumer-groups.sh --describe --group ccf-features.", (8, 16, 8, 6)),
+        table("Dead letters (all time)", "What could not be used (health kinds " + ", ".join(kinds.DEAD_LETTERS) +
+              "). Counted over all time, not the dashboard range: the features flow writes dead letters without an "
+              "event time (ts 0) when the bad input carried none.", dead, (12, 8, 12, 8)),
+        series("Reconnects", "Connections that ended (health kinds " + ", ".join(kinds.RECONNECTS) + "), per kind; "
+               "written by the features flow when it reads a venue in process. A separate flows.ingest job "
+               "publishes its own on Kafka ccf.health only, which no job copies into this table.",
+               [counts(kinds.RECONNECTS, "reconnects", conn)], (0, 16, 8, 6), bars=True),
+        series("Consumer lag", "Messages the features flow's Kafka consumer is behind the end of each "
+               "topic-partition (health kind consumer_lag, written every few seconds; the newest per interval).",
+               [lag], (8, 16, 8, 6)),
         table("Freshness (window latency bound)", "Seconds between now and each symbol's newest window end: an "
               "upper bound on window latency. The window-close → write latency itself is not stored in any table "
               "yet.", fresh, (16, 16, 8, 6)),
         table("Model age", "Each model version serving forecasts: its first and last forecast in the range and how "
               "long it has served (training time lives in MLflow, not in a table).", age, (0, 22, 12, 7)),
-        table("Latest health events", "The newest health rows (problems and late-record counts).",
-              f"SELECT ts, venue, symbol, kind, value, detail FROM health WHERE {hsel} ORDER BY ts DESC LIMIT 50",
+        table("Latest health events", "The newest health rows (problems, reconnects, late-record counts, lag).",
+              f"SELECT ts, venue, symbol, kind, value, detail FROM health WHERE {conn} ORDER BY ts DESC LIMIT 50",
               (12, 22, 12, 7)),
     ]
 

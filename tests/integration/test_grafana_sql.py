@@ -2,9 +2,13 @@
 
 The features flow runs on the synthetic venue for 60 s of event time into uuid-prefixed tables, with a few faults
 injected into its input the way a venue would produce them (a dropped book diff, the snapshot that resyncs it, a late
-trade, a line that does not parse), so the health panels have something to count. Each query is expanded the way
-its datasource would (:mod:`dashboards.sql`, both flavours), with the tables renamed to the prefixed ones, the time
-range around the data and every variable set from its own variable query; it must run and return rows.
+trade, a line that does not parse), so the health panels have something to count. What that run cannot produce
+goes in through the store writer, made by the code that makes it live: websocket reconnects and Kafka consumer lag
+(the entries the live connector and the Kafka source hand the features flow, through its own dead-letter step and
+``health_rows``) and news items (the ``news`` table's layout). Each query is expanded the way its datasource would
+(:mod:`dashboards.sql`, both flavours), with the tables renamed to the prefixed ones, the time range around the data
+and every variable set from its own variable query; it must run and return rows, over HTTP ``/exec`` and, for the
+PostgreSQL flavour, over the PG wire that Grafana's PostgreSQL datasource uses.
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ import pytest
 from bytewax.testing import run_main
 
 from ccf.errors import ParseError
+from ccf.ingest.health import ws_health
 from ccf.schemas import Trade
 from ccf.settings import Settings
 from ccf.sources import RecordSource
+from ccf.store.questdb_store import QuestDBWriter
+from ccf.store.sinks import health_rows
+from ccf.store.tables import HEALTH, NEWS
 from ccf.synthetic import SyntheticVenue
+from ccf.wsource import HealthEvent
 from dashboards.sql import TABLES, expand, variables_used
-from flows.features import build_flow
+from flows.features import _dead_letters, build_flow
 from tests.conftest import Services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +85,34 @@ def _sql(http_url: str, query: str) -> dict[str, Any]:
     return body
 
 
+T0 = 1_704_067_200 * S  # the synthetic venue's first event
+
+
+def _extra_health() -> list[dict[str, Any]]:
+    """Reconnects of an in-process venue connection and consumer lag of the Kafka source, as the features flow
+    writes them (its dead-letter step, then ``health_rows``); a live run stamps them with wall-clock time, here
+    they sit in the data's minute."""
+    entries: list[dict[str, Any]] = []
+    for k, kind in enumerate(("disconnected", "stalled", "disconnected")):
+        event = HealthEvent(conn="synthetic", session=k, ts=T0 + (10 + k) * S, kind=kind, detail="test")
+        entries.append(ws_health(event, "synthetic"))
+    for k, behind in enumerate((900, 120, 4)):  # the shape of the Kafka source's lag() entries
+        for name in ("ccf.book:0", "ccf.trades:0"):
+            entries.append({"kind": "consumer_lag", "venue": "kafka", "symbol": name, "ts": T0 + (5 + 10 * k) * S,
+                            "value": float(behind), "reason": f"{behind} messages behind on {name}"})
+    return health_rows(_dead_letters(entries))
+
+
+NEWS_ITEMS = [
+    {"fetched": T0 + 5 * S, "id": "n1", "feed": "coindesk", "title": "Bitcoin rallies", "link": "https://x.org/1",
+     "published": T0, "sentiment": 0.6, "bases": "BTC"},
+    {"fetched": T0 + 30 * S, "id": "n2", "feed": "decrypt", "title": "Ether slips", "link": "https://x.org/2",
+     "published": None, "sentiment": -0.2, "bases": "ETH"},
+    {"fetched": T0 + 90 * S, "id": "n3", "feed": "decrypt", "title": "Both move", "link": "https://x.org/3",
+     "published": T0 + 80 * S, "sentiment": 0.1, "bases": "BTC,ETH"},
+]
+
+
 @pytest.fixture(scope="module")
 def filled(services: Services) -> Iterator[tuple[str, str]]:
     """(QuestDB URL, table prefix) after one features run; the prefixed tables are dropped afterwards."""
@@ -86,11 +123,17 @@ def filled(services: Services) -> Iterator[tuple[str, str]]:
     source = RecordSource({f"synthetic:{s}": _with_faults(s) for s in ("BTC-USDT", "ETH-USDT")}, stop_after_s=60)
     try:
         run_main(build_flow(settings, source=source))
+        extra = QuestDBWriter.from_settings(settings.questdb, [HEALTH, NEWS])
+        try:
+            extra.upsert("health", _extra_health())
+            extra.upsert("news", NEWS_ITEMS)
+        finally:
+            extra.close()
         deadline = time.monotonic() + 60  # WAL tables become readable a moment after the write: wait for all
         last: dict[str, int] = {}
         while True:
-            counts = {t: _sql(url, f"SELECT count() FROM {prefix}{t}")["dataset"][0][0] for t in TABLES[:4]}
-            if counts == last and counts["features"] == 120 and counts["health"] >= 3:
+            counts = {t: _sql(url, f"SELECT count() FROM {prefix}{t}")["dataset"][0][0] for t in TABLES}
+            if counts == last and counts["features"] == 120 and counts["health"] >= 12 and counts["news"] == 3:
                 break
             assert time.monotonic() < deadline, f"tables not filled: {counts}"
             last = counts
@@ -108,16 +151,28 @@ def _queries(panel: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield f"{p['title']} [{t['refId']}]", t["rawSql"]
 
 
+@contextlib.contextmanager
+def _pg(services: Services) -> Iterator[Any]:
+    """A connection over QuestDB's PG wire, as Grafana's PostgreSQL datasource opens one (default credentials)."""
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=services.questdb_pg_port, user="admin", password="quest",
+                         dbname="qdb", autocommit=True, connect_timeout=30) as con:
+        yield con
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_every_panel_query_runs_and_returns_rows(filled: tuple[str, str]) -> None:
+def test_every_panel_query_runs_and_returns_rows(filled: tuple[str, str], services: Services) -> None:
     url, prefix = filled
     t0 = datetime(2024, 1, 1, tzinfo=UTC) - timedelta(minutes=5)
     t1 = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=5)
     files = sorted((GRAFANA / "dashboards" / "json").glob("*/*.json"))
     assert {f.parent.name for f in files} == {"questdb", "postgres"} and len(files) == 8
     failures: list[str] = []
-    checked = 0
+    checked = wired = 0
+    pg = contextlib.ExitStack()
+    con = pg.enter_context(_pg(services))
     for f in files:
         board = json.loads(f.read_text())
         flavour = f.parent.name
@@ -159,8 +214,21 @@ def test_every_panel_query_runs_and_returns_rows(filled: tuple[str, str]) -> Non
                     checked += 1
                     if not body["dataset"]:
                         failures.append(f"{flavour}/{f.name} {name} ({chosen}): no rows")
+                    if flavour == "postgres":  # the same text over the PG wire, as Grafana's datasource sends it
+                        text = expand(sql, time_from=t0, time_to=t1, interval_ms=5000, variables=chosen,
+                                      flavor="postgres", table_prefix=prefix)
+                        try:
+                            rows = con.execute(text).fetchall()
+                        except Exception as exc:  # any driver error is a failure of this query, reported with it
+                            failures.append(f"PG wire {f.name} {name}: {type(exc).__name__}: {exc}\n{text}")
+                            continue
+                        wired += 1
+                        if len(rows) != len(body["dataset"]):
+                            failures.append(f"PG wire {f.name} {name}: {len(rows)} rows, HTTP {len(body['dataset'])}")
+    pg.close()
     assert not failures, "\n".join(failures)
-    assert checked >= 2 * 25  # two flavours of every query, repeated panels more than once
+    assert checked >= 2 * 29  # two flavours of every query, repeated panels more than once
+    assert wired == checked // 2
 
 
 @pytest.mark.integration
@@ -176,7 +244,8 @@ def test_health_panels_see_the_injected_faults(filled: tuple[str, str]) -> None:
 
 @pytest.mark.integration
 def test_the_app_poller_reads_the_same_tables(filled: tuple[str, str]) -> None:
-    from dashboards.data import Poller, QuestDBReader
+    from dashboards.data import Poller
+    from dashboards.readers import QuestDBReader
 
     url, prefix = filled
     poller = Poller(QuestDBReader(url, prefix), feature_columns=("mid", "epoch", "depth_bid_10"), max_windows=50)
@@ -184,8 +253,13 @@ def test_the_app_poller_reads_the_same_tables(filled: tuple[str, str]) -> None:
     snap = poller.snapshot()
     assert snap.keys == ["synthetic:BTC-USDT", "synthetic:ETH-USDT"]
     assert all(len(rows) == 50 for rows in snap.features.values())
-    assert snap.latest_window_end() == 1_704_067_260 * S  # 60 s after the synthetic venue's start
+    assert snap.latest_window_end() == T0 + 60 * S  # 60 s after the synthetic venue's start
     assert {m for _, m, _ in snap.predictions} == {"naive", "ewma", "river_lr", "river_ts"}
     assert {s["model"] for s in snap.scores} == {"naive", "ewma", "river_lr", "river_ts"}
-    assert {h["kind"] for h in snap.health} == {"SequenceGapError", "late_trade", "ParseError"}
-    assert snap.news is None
+    assert {h["kind"] for h in snap.health} == {"SequenceGapError", "late_trade", "ParseError", "disconnected",
+                                                "stalled", "consumer_lag"}
+    lag = {h["symbol"]: h["last"] for h in snap.health if h["kind"] == "consumer_lag"}
+    assert lag == {"ccf.book:0": 4.0, "ccf.trades:0": 4.0}  # the newest level, not a sum
+    assert sum(h["n"] for h in snap.health if h["kind"] == "disconnected") == 2.0
+    assert snap.news is not None and [n["title"] for n in snap.news] == ["Both move", "Ether slips", "Bitcoin rallies"]
+    assert snap.news[0]["sentiment"] == 0.1 and snap.news[0]["fetched"] == T0 + 90 * S
