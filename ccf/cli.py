@@ -62,13 +62,21 @@ def backtest_cmd(
     scored by the same scorer; DIR/report.html shows forecasts with quantile bands, skill per horizon, calibration.
     """
     from ccf.backtest import run_backtest
+    from ccf.capture.readers import Format
     from ccf.forecast.baselines import MODELS
     inputs = [*(files or []), *(inputs or [])]
     if not inputs:
         raise typer.BadParameter("give the capture files: ccf backtest FILE... -o DIR", param_hint="FILE")
+    formats = ["auto", *(f.value for f in Format)]
+    if fmt not in formats:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(formats)}", param_hint="--format")
     settings = start(debug=_debug, stop_on_signals=True)
     every = [*MODELS, "tft"] if train_inputs else list(MODELS)
     chosen = every if models.strip() == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in (*MODELS, "tft")]
+    if unknown or not chosen:
+        raise typer.BadParameter(f"unknown model(s) {unknown}; choose from {', '.join([*MODELS, 'tft'])} or all",
+                                 param_hint="--models")
     if train_inputs:
         from dataclasses import replace
 
@@ -232,11 +240,25 @@ def demo_cmd(
 
 
 def main() -> None:
-    """Console-script entry point: a :class:`CCFError` ends in one line and exit code 2 (see :func:`ccf.entry.fail`)."""
+    """Console-script entry point: a :class:`CCFError` or a bad option ends in one line and exit code 2 (see
+    :func:`ccf.entry.fail`)."""
+    import sys
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except CCFError as exc:
         fail(exc, debug=_debug)
+    except typer.Abort:
+        print("ccf: aborted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except typer.TyperException as exc:  # typer's click exceptions: a bad option or argument, a missing file
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if text.strip():  # `ccf` alone printed its help: nothing to add
+            print(f"ccf: error: {' '.join(text.split())}{hint}", file=sys.stderr, flush=True)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ one-line summary. The module builds, it does not run: ``flow`` is made on first 
 from __future__ import annotations
 
 import logging
+import pathlib
 import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -172,6 +173,10 @@ def make_source(settings: Settings) -> Source[Any]:
             from ccf.errors import ConfigError
 
             raise ConfigError("CCF_VENUES__SOURCE=replay needs CCF_VENUES__REPLAY_FILES (a JSON list of paths)")
+        from ccf.capture.readers import detect_format
+
+        for path in files:  # a missing, empty or unknown file fails now, in one line, not inside the running flow
+            detect_format(pathlib.Path(path))
         return RecordSource({"replay": lambda: iter(read_records(files))}, stop_after_s=settings.stop_after,
                             pace=v.speed)
     # a live venue in process: the ingest flow's connector (websocket, parse, book checks, REST resyncs)

@@ -357,7 +357,8 @@ def _binance_events(path: Path) -> Iterator[_Timed]:
 def _kline_csv(path: Path, venue: str = "binance") -> Iterator[_Timed]:
     match = _KLINE_NAME.match(path.name)
     if not match:
-        raise ValueError(f"kline file name without SYMBOL-INTERVAL-DATE: {path}")
+        raise DataFileError(f"{path}: a kline file is named SYMBOL-INTERVAL-DATE.csv[.gz] (BTCUSDT-1m-2024-12-22.csv.gz), "
+                            "the name gives its symbol and interval")
     symbol = binance.to_symbol(match["symbol"])
     interval_s = int(match["n"]) * _UNIT_S[match["unit"]]
     ts = 0

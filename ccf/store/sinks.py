@@ -103,11 +103,24 @@ def _seq(content: str, seen: dict[str, int]) -> int:
 
 def check_store(settings: Settings) -> None:
     """Fail now, in one line naming the setting, if the configured store cannot be used (QuestDB unreachable,
-    a URL that is not http(s)). Raises :class:`ccf.errors.ConfigError`. The embedded store needs no check."""
+    a URL that is not http(s), an embedded store file whose folder cannot be made or written). Raises
+    :class:`ccf.errors.ConfigError`."""
     if settings.questdb.enabled:
         from ccf.store.questdb_store import check_questdb
 
         check_questdb(settings.questdb)
+        return
+    import os
+
+    from ccf.errors import ConfigError
+
+    folder = settings.store.path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"CCF_STORE__PATH={settings.store.path}: cannot make its folder ({exc.strerror})") from exc
+    if not os.access(folder, os.W_OK) or settings.store.path.is_dir():
+        raise ConfigError(f"CCF_STORE__PATH={settings.store.path}: not a file CCF can write")
 
 
 class _OutputPartition(StatefulSinkPartition[EngineOut, None]):

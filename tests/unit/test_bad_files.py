@@ -71,3 +71,37 @@ def test_a_bad_byte_costs_one_line_not_the_file(tmp_path: Path) -> None:
     errors = [i for i in got if isinstance(i, ParseError)]
     assert len(errors) == 1
     assert len(got) == len(want)  # the bad line became one dead letter in place of its record
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["backtest", "nope.gz", "-o", "out"], "Invalid value for 'files': file 'nope.gz' does not exist."),
+    (["backtest", CAPTURE, "--models", "nope", "-o", "out"], "unknown model(s) ['nope']"),
+    (["backtest", CAPTURE, "--format", "nope", "-o", "out"], "'nope' is not one of auto, "),
+    (["demo", "--port", "99999"], "Invalid value for '--port'"),
+    (["nope"], "No such command 'nope'."),
+])
+def test_a_bad_option_or_argument_is_one_line_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
+    args = [str(data_file(a)) if a == CAPTURE else str(tmp_path / a) if a in ("out", "nope.gz") else a
+            for a in args]
+    out = _ccf(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "╭" not in out.stderr, out.stderr[-2000:]
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("ccf: error: ") and says.replace("nope.gz", str(tmp_path / "nope.gz")) in line
+    assert line.endswith("--help)")
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"CCF_STORE__PATH": "/proc/nope/store.duckdb"}, "CCF_STORE__PATH=/proc/nope/store.duckdb: cannot make its folder"),
+    ({"CCF_VENUES__SOURCE": "replay", "CCF_VENUES__REPLAY_FILES": '["/nonexistent/cap.gz"]'},
+     "/nonexistent/cap.gz: no such file"),
+    ({"CCF_FEATURES__WINDOW_S": "abc"}, "CCF_FEATURES__WINDOW_S"),
+])
+def test_the_main_job_refuses_bad_settings_and_files_in_one_line(tmp_path: Path, env: dict[str, str],
+                                                                  says: str) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CCF_")}
+    out = subprocess.run([sys.executable, "-m", "bytewax.run", "flows.features"], capture_output=True, text=True,
+                         env={**base, "CCF_RUN_DIR": str(tmp_path), "CCF_STOP_AFTER": "1", **env}, timeout=120,
+                         check=False, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ccf: error: ") and says in last
