@@ -7,9 +7,7 @@ from __future__ import annotations
 import configparser
 import os
 import secrets
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ import pandas as pd
 import pytest
 
 from ccf.services.mlflow_server import server_command
-from ccf.services.process import LOOPBACK, free_ports
+from ccf.services.process import LOOPBACK, exit_code, free_ports, log_tail, spawn, stop_group, wait_for
 from ccf.settings import Settings
 from tests.tiny_tft import forecasts, kline_rows, tiny_tft
 
@@ -55,28 +53,24 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(home / "basic_auth.ini"),
            "MLFLOW_AUTH_ADMIN_USERNAME": server.username, "MLFLOW_AUTH_ADMIN_PASSWORD": server.password,
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with (home / "mlflow.out").open("wb") as log:
-        proc = subprocess.Popen([*server_command(sys.executable, home, port), "--app-name", "basic-auth"], cwd=home,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = home / "mlflow.out"
+    pid = spawn([*server_command(sys.executable, home, port), "--app-name", "basic-auth"], log_path=log, cwd=home,
+                env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow basic-auth server did not start: {(home / 'mlflow.out').read_text()[-2000:]}")
-            time.sleep(0.3)
+        if not wait_for(lambda: _health(server) or exit_code(pid) is not None, timeout=120):
+            pytest.fail(f"mlflow basic-auth server not up in 120 s: {log_tail(log)}")
+        if exit_code(pid) is not None:
+            pytest.fail(f"mlflow basic-auth server exited {exit_code(pid)}: {log_tail(log)}")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_group(pid, name="mlflow basic-auth")
+
+
+def _health(server: AuthServer) -> bool:
+    try:
+        return httpx.get(f"{server.url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _search(server: AuthServer, auth: tuple[str, str] | None) -> int:
