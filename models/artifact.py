@@ -61,8 +61,12 @@ def load_model(folder: Path, device: str = "cpu") -> tuple[Any, FeatureSpec]:
             got = config.get("format") if isinstance(config, dict) else type(config).__name__
             raise ValueError(f"format {got!r}, not {FORMAT!r}")
         spec = FeatureSpec.from_dict(config["spec"])
-        model = _rebuild(config)
+        _fits(config["hparams"], spec)
     except (KeyError, TypeError, ValueError) as exc:
+        raise UntrustedModelError(f"{config_path}: does not describe a TFT: {type(exc).__name__}: {exc}") from exc
+    try:
+        model = _rebuild(config)
+    except Exception as exc:  # whatever the library raises on JSON that does not fit: that file, not our code
         raise UntrustedModelError(f"{config_path}: does not describe a TFT: {type(exc).__name__}: {exc}") from exc
     _load_weights(model, weights, device)
     model.eval()
@@ -120,6 +124,18 @@ def _normalizers(model: Any) -> list[dict[str, Any]]:
 
 
 # -- from JSON ----------------------------------------------------------------------------------------------------
+def _fits(hp: Any, spec: FeatureSpec) -> None:
+    """The network's inputs are the ones :func:`models.network.make_batch` fills for ``spec`` (else ValueError)."""
+    from models.dataset import TIME_FEATURES
+
+    reals, cats = set(hp["x_reals"]), list(hp["x_categoricals"])
+    missing = sorted({*spec.targets, *spec.inputs, *TIME_FEATURES} - reals)
+    labels = hp["embedding_labels"].get("group", {})
+    if missing or cats != ["group"] or not set(spec.groups) <= set(labels):
+        raise ValueError(f"the network's inputs do not fit the spec: missing reals {missing}, categoricals {cats}, "
+                         f"groups without a label {sorted(set(spec.groups) - set(labels))}")
+
+
 def _rebuild(config: dict[str, Any]) -> Any:
     import inspect
 

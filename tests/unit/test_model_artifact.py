@@ -80,7 +80,10 @@ def _edit(saved: Path, change: Any) -> None:
     (lambda c: c["target_normalizers"][0].update(scale_=0.0), "scale 0.0 cannot be used"),
     (lambda c: c["target_normalizers"][0].update(transformation="log"), "needs exactly"),
     (lambda c: c.pop("spec"), "KeyError"),
-], ids=["format", "loss-object", "unknown-hparam", "zero-scale", "transformation", "no-spec"])
+    (lambda c: c["hparams"].update(x_reals=["nothing"]), r"missing reals \['dow_cos'"),
+    (lambda c: c["spec"].update(groups=["okx:BTC-USDT"]), r"groups without a label \['okx:BTC-USDT'\]"),
+    (lambda c: c["hparams"].update(output_size="three"), "does not describe a TFT"),
+], ids=["format", "loss-object", "unknown-hparam", "zero-scale", "transformation", "no-spec", "x-reals", "groups", "output-size"])
 def test_json_that_does_not_describe_our_tft_is_refused(saved: Path, change: Any, says: str) -> None:
     _edit(saved, change)
     with pytest.raises(UntrustedModelError, match=says):
