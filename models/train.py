@@ -89,7 +89,9 @@ class TrainResult:
     version: str | None = None
 
 
-def _callbacks(spec: FeatureSpec, history: list[dict[str, float | None]]) -> list[Any]:
+def _callbacks(spec: FeatureSpec, history: list[dict[str, float | None]], best: dict[str, Any]) -> list[Any]:
+    """Per-epoch history; and, at each checkpoint (with ``save_top_k=1``: each new best), the spec written into it
+    and a copy of its weights kept in ``best``, so :func:`fit` restores the best epoch without reading the file."""
     from lightning.pytorch.callbacks import Callback
 
     class EpochHistory(Callback):
@@ -113,6 +115,8 @@ def _callbacks(spec: FeatureSpec, history: list[dict[str, float | None]]) -> lis
     class SpecInCheckpoint(Callback):
         def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
             checkpoint["ccf_spec"] = spec.to_dict()
+            best.clear()
+            best.update({k: v.detach().cpu().clone() for k, v in checkpoint["state_dict"].items()})
 
     return [EpochHistory(), SpecInCheckpoint()]
 
@@ -140,7 +144,8 @@ def fit(frame: pd.DataFrame, settings: Settings, cfg: TrainConfig) -> Fitted:
         monitor = "val_loss" if val_ds is not None else "train_loss"
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="tft-{epoch}", monitor=monitor, mode="min",
                                      save_top_k=1)
-        callbacks = [checkpoint, *_callbacks(spec, history)]
+        best_weights: dict[str, Any] = {}
+        callbacks = [checkpoint, *_callbacks(spec, history, best_weights)]
         if val_ds is not None:
             callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
         trainer = pl.Trainer(
@@ -154,15 +159,17 @@ def fit(frame: pd.DataFrame, settings: Settings, cfg: TrainConfig) -> Fitted:
         val_dl = val_ds.to_dataloader(train=False, batch_size=cfg.batch_size * 4, num_workers=0) if val_ds else None
         trainer.fit(model, train_dl, val_dl)
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-        if best is not None and best.is_file():
-            model, _ = load_checkpoint(best)
+        if best_weights:  # the best epoch's weights as they went into its checkpoint; the file is never unpickled
+            model.load_state_dict(best_weights)
+        model.trainer = None  # as a model loaded afresh: no trainer (and its data loaders) kept alive
     model.cpu().eval()
     model.ccf_spec = spec.to_dict()
     return Fitted(model, spec, prepared, val_start_idx, history, best, fingerprint(frame))
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[Any, FeatureSpec]:
-    """A TFT and its spec from a checkpoint written by :func:`fit` (our own file: full unpickling)."""
+    """A TFT and its spec from a checkpoint written by :func:`fit`, for resuming or looking into a run by hand: full
+    unpickling, so only for files you wrote yourself (:func:`fit` and the registry never call it)."""
     import torch
     from pytorch_forecasting import TemporalFusionTransformer  # type: ignore[import-untyped]
 
