@@ -214,18 +214,19 @@ def check_exposure(app: AppSettings) -> None:
 def websocket_origins(app: AppSettings) -> list[str]:
     """Origins (``host:port``) whose pages may open the app's websocket: the configured host, its localhost forms
     when it is loopback or a wildcard (a published container port is reached as localhost), and
-    ``CCF_APP__WEBSOCKET_ORIGINS``.
+    ``CCF_APP__WEBSOCKET_ORIGINS``. (Bokeh's allowlist takes no IPv6 literal: a page served from ``[::1]`` is
+    refused; use a name.)
 
     >>> websocket_origins(AppSettings(host="127.0.0.1", port=5006))
-    ['127.0.0.1:5006', 'localhost:5006', '[::1]:5006']
+    ['127.0.0.1:5006', 'localhost:5006']
     >>> websocket_origins(AppSettings(host="ccf.example.org", port=80, websocket_origins=["ccf.example.org"]))
     ['ccf.example.org:80', 'ccf.example.org']
     """
     port = app.port
     wildcard = app.host in ("0.0.0.0", "::", "")
-    out = [] if wildcard else [f"[{app.host}]:{port}" if ":" in app.host else f"{app.host}:{port}"]
+    out = [] if wildcard or ":" in app.host else [f"{app.host}:{port}"]
     if wildcard or is_loopback(app.host):
-        out += [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"]
+        out += [f"127.0.0.1:{port}", f"localhost:{port}"]
     return list(dict.fromkeys([*out, *app.websocket_origins]))
 
 

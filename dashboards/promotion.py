@@ -13,6 +13,7 @@ The embedded registry (no ``CCF_MLFLOW__TRACKING_URI``) is read only when its fi
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -26,7 +27,8 @@ GATE_TAG = "ccf.gate"  # models.train.promote_if writes it
 
 class Promotion:
     """Cached answers of the registry: a version's gate tag never changes; the champion alias is re-read every
-    ``recheck_s``."""
+    ``recheck_s``. :meth:`labels` never waits on the registry: what it does not know yet is looked up on a
+    background thread and shows from a later call on."""
 
     def __init__(self, settings: Settings, recheck_s: float = 30.0) -> None:
         self.settings = settings
@@ -36,6 +38,45 @@ class Promotion:
         self._champion_at = -float("inf")
         self._client: Any = None
         self._warned = False
+        self._worker: threading.Thread | None = None
+
+    def labels(self, versions: Iterable[str]) -> dict[str, str]:
+        """``{version: "champion" | "promoted" | "not promoted"}`` for the versions the registry is known to know."""
+        wanted = sorted(set(versions))
+        if not wanted:
+            return {}
+        unknown = [v for v in wanted if v not in self._gate]
+        stale = time.monotonic() - self._champion_at > self.recheck_s
+        if (unknown or stale) and (self._worker is None or not self._worker.is_alive()):
+            self._worker = threading.Thread(target=self._look_up, args=(unknown,), name="ccf-app-registry",
+                                            daemon=True)
+            self._worker.start()
+        gate, champion = dict(self._gate), self._champion
+        out = {}
+        for v in wanted:
+            if v == champion:
+                out[v] = "champion"
+            elif gate.get(v) is not None:
+                out[v] = "promoted" if gate[v] == "promote" else "not promoted"
+        return out
+
+    def _look_up(self, versions: list[str]) -> None:
+        try:
+            client = self._open()
+            if client is None:
+                self._champion_at = time.monotonic()  # look again later: a TFT may be trained meanwhile
+                return
+            from models.registry import alias_version
+
+            name = self.settings.mlflow.model_name
+            for v in versions:
+                self._gate[v] = _gate_of(client, name, v)
+            self._champion = alias_version(client, name)
+        except Exception as exc:  # an MLflow server we do not own fails in many ways; the labels just stay away
+            if not self._warned:
+                logger.warning("model registry not readable, TFT versions shown unlabelled: %s", exc)
+                self._warned = True
+        self._champion_at = time.monotonic()
 
     def _open(self) -> Any:
         if self._client is None:
@@ -49,37 +90,6 @@ class Promotion:
             uri = tracking_uri(self.settings)
             self._client = MlflowClient(tracking_uri=uri, registry_uri=m.registry_uri or uri)
         return self._client
-
-    def labels(self, versions: Iterable[str]) -> dict[str, str]:
-        """``{version: "champion" | "promoted" | "not promoted"}`` for the versions the registry knows."""
-        wanted = sorted(set(versions))
-        if not wanted:
-            return {}
-        try:
-            client = self._open()
-            if client is None:
-                return {}
-            name = self.settings.mlflow.model_name
-            for v in wanted:
-                if v not in self._gate:
-                    self._gate[v] = _gate_of(client, name, v)
-            if time.monotonic() - self._champion_at > self.recheck_s:
-                from models.registry import alias_version
-
-                self._champion = alias_version(client, name)
-                self._champion_at = time.monotonic()
-        except Exception as exc:  # an MLflow server we do not own fails in many ways; the labels just stay away
-            if not self._warned:
-                logger.warning("model registry not readable, TFT versions shown unlabelled: %s", exc)
-                self._warned = True
-            return {}
-        out = {}
-        for v in wanted:
-            if v == self._champion:
-                out[v] = "champion"
-            elif self._gate.get(v) is not None:
-                out[v] = "promoted" if self._gate[v] == "promote" else "not promoted"
-        return out
 
 
 def _gate_of(client: Any, name: str, version: str) -> str | None:

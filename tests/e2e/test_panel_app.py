@@ -1,9 +1,14 @@
 """The Panel app in a real browser: served by ``panel serve`` over an embedded store that the real features flow fills.
 
-The first features run (60 s of the synthetic venue) fills the store; the app is served on a free port; headless
-Chromium (Debian's, driven by Playwright) loads it and finds live numbers; a second features run then appends while
-the app polls (it holds the DuckDB write lock, so the app reads copies), and the page must show a later window. A
-screenshot is kept in ``test-artifacts/panel_app.png``.
+The first features run (60 s of the synthetic venue) fills the store; what that run cannot make is added the way
+its writers would (a TFT's forecasts and scores whose version the real MLflow registry's gate refused, websocket
+reconnects and Kafka consumer lag in the health table, news items), and five windows of one symbol are taken out;
+the app is served on a free port; headless Chromium (Debian's, driven by Playwright) loads it and finds live
+numbers, both symbols' windows, the gap (the chart's line breaks there), errors in bps, the "not promoted" label,
+the health groups and the news; a second features run then appends while the app polls (it holds the DuckDB write
+lock, so the app reads copies), and the page must show a later window. A screenshot is kept in
+``test-artifacts/panel_app.png``. ``ccf app`` is also checked for its login, for finding the demo's store, and for
+refusing to be exposed.
 """
 
 from __future__ import annotations
@@ -16,15 +21,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 from bytewax.testing import run_main
 
 from ccf.settings import Settings
+from ccf.store.duckdb_store import DuckDBStore
+from ccf.store.sinks import all_tables
 from flows.features import build_flow
+from tests.conftest import Services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +43,57 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NUMBER = re.compile(r"^-?[\d,]+\.\d+$")
+S = 1_000_000_000
+T0 = 1_704_067_200 * S  # the synthetic venue's first event
+GAP = range(20, 25)  # windows of BTC-USDT taken out of the store
+
+
+def _refused_version(tracking_uri: str, name: str) -> str:
+    """A version of ``name`` in the real registry, tagged the way ``ccf train`` tags one its gate refused."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.create_registered_model(name)
+    version = str(client.create_model_version(name, source="s3://nowhere/model", run_id=None).version)
+    client.set_model_version_tag(name, version, "ccf.gate", "refuse")
+    return version
+
+
+def _add_what_the_run_cannot_make(store: Path, version: str) -> None:
+    db = DuckDBStore(store, all_tables(Settings(store={"path": store})))
+    try:
+        preds, scores = [], []
+        for i in range(40, 60):
+            preds.append({"issued_at": T0 + i * S, "target_time": T0 + (i + 1) * S, "venue": "synthetic",
+                          "symbol": "BTC-USDT", "model": "tft", "model_version": version, "horizon_steps": 1,
+                          "horizon_s": 1.0, "value": 0.0, "q10": -0.0002, "q50": 0.0, "q90": 0.0002})
+            scores.append({"window_end": T0 + (i + 1) * S, "venue": "synthetic", "symbol": "BTC-USDT", "model": "tft",
+                           "horizon_steps": 1, "n": i, "mae": 0.00004321, "rmse": 0.00006, "hit_rate": 0.5,
+                           "pinball": 0.00001, "coverage": 0.8, "skill": 0.02})
+        db.upsert("predictions", preds)
+        db.upsert("scores", scores)
+        db.upsert("health", [
+            {"ts": T0 + 10 * S, "venue": "synthetic", "symbol": "", "kind": "disconnected", "value": 1.0,
+             "detail": "", "seq": 1},
+            {"ts": T0 + 11 * S, "venue": "synthetic", "symbol": "", "kind": "stalled", "value": 1.0, "detail": "",
+             "seq": 2},
+            {"ts": T0 + 12 * S, "venue": "kafka", "symbol": "ccf.book:0", "kind": "consumer_lag", "value": 900.0,
+             "detail": "", "seq": 3},
+            {"ts": T0 + 22 * S, "venue": "kafka", "symbol": "ccf.book:0", "kind": "consumer_lag", "value": 12.0,
+             "detail": "", "seq": 4},
+        ])
+        db.upsert("news", [
+            {"fetched": T0 + 30 * S, "id": "n1", "feed": "coindesk", "title": "Bitcoin rallies past a round number",
+             "link": "https://example.org/1", "published": T0, "sentiment": 0.6, "bases": "BTC"},
+            {"fetched": T0 + 40 * S, "id": "n2", "feed": "decrypt", "title": "Ether slips", "link": "",
+             "published": None, "sentiment": -0.2, "bases": "ETH"},
+        ])
+    finally:
+        db.close()
+    con = duckdb.connect(str(store))
+    con.execute(f"DELETE FROM features WHERE symbol = 'BTC-USDT' AND window_start >= {T0 + GAP[0] * S} "
+                f"AND window_start <= {T0 + GAP[-1] * S}")
+    con.close()
 
 
 def _free_port() -> int:
@@ -48,15 +109,18 @@ def _env(store: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def served_app(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+def served_app(tmp_path: Path, services: Services) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     store = tmp_path / "store.duckdb"
     run_main(build_flow(Settings(stop_after=60, venues={"speed": 0}, store={"path": store})))
+    model = f"ccf-tft-{uuid.uuid4().hex[:8]}"
+    _add_what_the_run_cannot_make(store, _refused_version(services.mlflow_tracking_uri, model))
     port = _free_port()
     log = (tmp_path / "panel.log").open("wb")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "panel"), "serve", str(ROOT / "dashboards" / "app.py"), "--port", str(port),
          "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"],
-        cwd=tmp_path, env=_env(store), stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path, env=_env(store, CCF_MLFLOW__TRACKING_URI=services.mlflow_tracking_uri,
+                               CCF_MLFLOW__MODEL_NAME=model), stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/app"
     try:
@@ -107,8 +171,24 @@ def test_app_shows_live_data_and_updates(served_app: tuple[str, Path, subprocess
             assert 59_000 < float(_text(page, "#ccf-mid").replace(",", "")) < 61_000  # BTC-USDT of the synthetic venue
             board = _text(page, "#ccf-leaderboard")
             assert "river_lr" in board and "ewma" in board and "naive" in board
-            assert "windows buffered" in _text(page, "#ccf-health")
-            assert "news table is empty" in _text(page, "#ccf-news-empty")  # made by the flow, news not enabled
+            assert "MAE (bps)" in board and "0.4321" in board  # four significant digits in bps
+            deadline = time.monotonic() + 30  # the registry is asked on the poller's thread
+            while "tft v1 (not promoted)" not in _text(page, "#ccf-leaderboard"):
+                assert time.monotonic() < deadline, f"no promotion label: {_text(page, '#ccf-leaderboard')}"
+                time.sleep(0.3)
+            health = _text(page, "#ccf-health")
+            assert re.search(r"reconnects\s+2 \(disconnected 1, stalled 1\)", health), health
+            assert re.search(r"consumer lag\s+12 messages \(1 partitions\)", health), health
+            assert re.search(r"resyncs\s+none recorded", health), health
+            # every window of each symbol, the taken-out ones counted as missing, and no line across them
+            assert re.search(r"windows synthetic:BTC-USDT\s+55 buffered, 5 missing", health), health
+            assert re.search(r"windows synthetic:ETH-USDT\s+60 buffered, 0 missing", health), health
+            breaks = page.evaluate("() => Array.from(Bokeh.documents.map(d => d.get_model_by_name('ccf-mid-src'))"
+                                   ".find(Boolean).data.mid).filter(Number.isNaN).length")
+            assert breaks == 1
+            news = _text(page, "#ccf-news")
+            assert "Bitcoin rallies past a round number" in news and "+0.60" in news and "-0.20" in news
+            assert _text(page, "#ccf-news-mean") == "+0.20"
             first_window = _text(page, "#ccf-window")
             # a second session joins the same poller (one per server): it starts at the poll count already reached
             polls_before = int(_text(page, "#ccf-poll"))
@@ -158,13 +238,16 @@ def test_app_shows_live_data_and_updates(served_app: tuple[str, Path, subprocess
     assert (ARTIFACTS / "panel_app.png").stat().st_size > 10_000
 
 
-def test_ccf_app_asks_for_a_login_when_basic_auth_is_set(tmp_path: Path) -> None:
-    store = tmp_path / "store.duckdb"
+def test_ccf_app_asks_for_a_login_and_finds_the_demo_store(tmp_path: Path) -> None:
+    store = tmp_path / ".ccf" / "demo" / "store.duckdb"  # where `ccf demo` writes; CCF_STORE__PATH is not set
     run_main(build_flow(Settings(stop_after=5, venues={"speed": 0}, store={"path": store})))
     port = _free_port()
     env = _env(store, CCF_APP__PORT=str(port), CCF_APP__BASIC_AUTH_USER="alice", CCF_APP__BASIC_AUTH_PASSWORD="s3cret")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "ccf"), "app"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    del env["CCF_STORE__PATH"]
+    log = tmp_path / "app.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "ccf"), "app"], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False, timeout=10) as client:
             deadline = time.monotonic() + 60
@@ -183,6 +266,23 @@ def test_ccf_app_asks_for_a_login_when_basic_auth_is_set(tmp_path: Path) -> None
             assert right.status_code == 302 and right.headers["location"] == "/"
             page = client.get("/")
             assert page.status_code == 200 and "CCF live" in page.text
+            deadline = time.monotonic() + 30  # the session's first poll picks the store and says which
+            while "the app reads" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.3)
+            assert f"the app reads {Path('.ccf/demo/store.duckdb')}" in log.read_text()
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"CCF_APP__HOST": "0.0.0.0"}, "CCF_APP__HOST=0.0.0.0"),
+    ({"CCF_APP__HOST": "0.0.0.0", "CCF_APP__BASIC_AUTH_PASSWORD": "change-me"}, "CCF_APP__BASIC_AUTH_PASSWORD"),
+])
+def test_ccf_app_refuses_to_be_exposed(tmp_path: Path, env: dict[str, str], named: str) -> None:
+    out = subprocess.run([str(Path(sys.executable).parent / "ccf"), "app"], cwd=tmp_path, timeout=60,
+                         env=_env(tmp_path / "store.duckdb", CCF_APP__PORT=str(_free_port()), **env),
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and named in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
