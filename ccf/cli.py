@@ -210,7 +210,7 @@ def app_cmd(
     """Serve the Panel app (live prices, forecasts, leaderboard, book, health, news) on the configured store."""
     import importlib
 
-    settings = start(debug=_debug)
+    settings = start(debug=_debug, secrets=("questdb",))  # the app reads the store: QuestDB's password must be real
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update={"app": settings.app.model_copy(update=updates)})
     importlib.import_module("dashboards.app").serve(settings, show=show)  # panel loads only here

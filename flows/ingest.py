@@ -110,5 +110,5 @@ def __getattr__(name: str) -> Any:
     if name == "flow":
         from ccf.entry import from_environment
 
-        return from_environment(build_flow)
+        return from_environment(build_flow, secrets=("kafka",))  # ingest writes Kafka only
     raise AttributeError(name)

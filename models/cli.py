@@ -50,7 +50,8 @@ def train_cmd(
     limit_train_batches: int = typer.Option(None, "--limit-train-batches", help="Batches per epoch (default all)."),
     val_fraction: float = typer.Option(0.15, "--val-fraction", help="Last share of time kept for validation."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, cuda, mps."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Lightning's progress bar."),
+    progress: bool = typer.Option(None, "--progress/--no-progress",
+                                  help="Lightning's progress bar (default: when a terminal is attached)."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (1 is fastest for small models)."),
     checkpoint_dir: Path = typer.Option(None, "--checkpoint-dir",
                                         help="Default: <CCF_RUN_DIR>/tft-checkpoints (the one writable directory)."),
@@ -58,6 +59,7 @@ def train_cmd(
 ) -> None:
     """Train a TFT on feature rows, log it to MLflow, register it, and move `champion` if it wins the gate."""
     from ccf.logs import setup_logging
+    from ccf.progress import interactive
     from ccf.settings import load_settings, refuse_placeholder_secrets
     from models.network import NetConfig
     from models.registry import configure_auth
@@ -73,7 +75,7 @@ def train_cmd(
         encoder_length=encoder_length, net=NetConfig(hidden_size=hidden_size, attention_heads=heads),
         batch_size=batch_size, max_epochs=max_epochs, patience=patience, max_minutes=max_minutes,
         limit_train_batches=limit_train_batches, val_fraction=val_fraction, accelerator=accelerator,
-        progress=progress, checkpoint_dir=checkpoint_dir or settings.checkpoint_dir,
+        progress=interactive() if progress is None else progress, checkpoint_dir=checkpoint_dir or settings.checkpoint_dir,
     )
     wanted = [s.strip() for s in symbols.split(",") if s.strip()] or None
     chosen = [m.strip() for m in models.split(",") if m.strip()] or None
