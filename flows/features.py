@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import bytewax.operators as op
@@ -32,6 +32,7 @@ from bytewax.outputs import Sink
 
 from ccf.engine import EngineConfig, EngineOut, SymbolEngine
 from ccf.features.news import route_news, scored
+from ccf.features.windows import MAX_WAITING_NEWS
 from ccf.settings import Settings
 from ccf.sources import DLQ_KEY, NEWS_KEY
 
@@ -40,17 +41,31 @@ logger = logging.getLogger(__name__)
 BookFactory = Callable[[str, str], Any]
 
 
-class _EngineLogic(StatefulBatchLogic[list[Any], EngineOut, SymbolEngine | None]):
-    """A few lines of Bytewax around :class:`SymbolEngine` (made on the key's first records)."""
+_State = SymbolEngine | list[Any] | None  # the engine, or the news that came before the key's first market record
 
-    def __init__(self, make: Callable[[Any], SymbolEngine], engine: SymbolEngine | None) -> None:
+
+class _EngineLogic(StatefulBatchLogic[list[Any], EngineOut, _State]):
+    """A few lines of Bytewax around :class:`SymbolEngine` (made on the key's first market record; news routed to
+    the key before it wait, at most :data:`~ccf.features.windows.MAX_WAITING_NEWS`)."""
+
+    def __init__(self, make: Callable[[Any], SymbolEngine], state: _State) -> None:
         self.make = make
-        self.engine = engine
+        self.engine = state if isinstance(state, SymbolEngine) else None
+        self.waiting: list[Any] = list(state) if isinstance(state, list) else []
 
     def on_batch(self, values: list[list[Any]]) -> tuple[list[EngineOut], bool]:
         records = values[0] if len(values) == 1 else [r for chunk in values for r in chunk]
         if self.engine is None:
-            self.engine = self.make(records[0])
+            first = _first_market(records)
+            if first is None:  # only news so far: nothing to make the engine from, no window to count them in
+                self.waiting += records
+                over = len(self.waiting) - MAX_WAITING_NEWS
+                if over <= 0:
+                    return [], StatefulBatchLogic.RETAIN
+                late, self.waiting = self.waiting[:over], self.waiting[over:]
+                return [EngineOut(late=_bare(late))], StatefulBatchLogic.RETAIN
+            self.engine = self.make(first)
+            records, self.waiting = [*self.waiting, *records], []
         out = self.engine.on_batch(records)
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
@@ -59,13 +74,32 @@ class _EngineLogic(StatefulBatchLogic[list[Any], EngineOut, SymbolEngine | None]
 
         if stopping.requested():  # stopped, not the end of the input: keep the open windows for the next run
             return [], StatefulBatchLogic.RETAIN
-        out = self.engine.on_eof() if self.engine is not None else None
+        if self.engine is None:  # the input ended before the key's first market record: its news are late
+            late, self.waiting = _bare(self.waiting), []
+            return ([EngineOut(late=late)] if late else []), StatefulBatchLogic.RETAIN
+        out = self.engine.on_eof()
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> SymbolEngine | None:
+    def snapshot(self) -> _State:
+        if self.engine is None:
+            return list(self.waiting) or None
         # the engine keeps mutating after this returns: hand Bytewax a frozen copy
-        frozen: SymbolEngine | None = pickle.loads(pickle.dumps(self.engine, pickle.HIGHEST_PROTOCOL))
+        frozen: SymbolEngine = pickle.loads(pickle.dumps(self.engine, pickle.HIGHEST_PROTOCOL))
         return frozen
+
+
+def _bare(items: list[Any]) -> list[Any]:
+    """Records without the ``extra`` beside them (a news item's sentiment)."""
+    return [i[0] if type(i) is tuple else i for i in items]
+
+
+def _first_market(records: list[Any]) -> Any | None:
+    """The first record that names its venue and symbol (not a news item), without its ``extra``."""
+    for item in records:
+        rec = item[0] if type(item) is tuple else item
+        if getattr(rec, "symbol", None) is not None:
+            return rec
+    return None
 
 
 def _dead_letters(items: list[Any]) -> EngineOut:
@@ -87,7 +121,7 @@ def _dead_letters(items: list[Any]) -> EngineOut:
     return out
 
 
-def _route(chunk: tuple[str, list[Any]], routes: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+def _route(chunk: tuple[str, list[Any]], routes: Sequence[tuple[str, str]]) -> list[tuple[str, Any]]:
     """A market chunk as it is; a news chunk scored once (:func:`ccf.features.news.scored`): one item for the news
     table, then its items for the symbols they name. One step for both, so a symbol's engine gets news where the
     source put them among its records, not after them (news late for windows that closed meanwhile)."""

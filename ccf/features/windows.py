@@ -12,9 +12,11 @@ Windows are tumbling, aligned to the epoch, ``[start, end)`` in venue time (ns).
 - **Every window** between the symbol's first and last event gets a row; a window with no event carries the book
   forward with zero trade flow and says so (``carried = 1``).
 - News items count in the window of their *fetched* time; they never move the watermark (our clock, not the
-  venue's), so a news item can only be late or wait for its window. ``news_sentiment`` is the mean sentiment
-  (:mod:`ccf.news.sentiment`, in [-1, 1]) of the window's items, NaN when it has none. A news item comes as
-  ``(item, sentiment)`` (the flow scores each item once, :func:`ccf.features.news.route_news`) or bare (scored here).
+  venue's), so a news item can only be late or wait for its window. News that come before the symbol's first market
+  record (a replay from Kafka may bring ``ccf.news`` first) wait for it, then count, or are late if older.
+  ``news_sentiment`` is the mean sentiment (:mod:`ccf.news.sentiment`, in [-1, 1]) of the window's items, NaN when
+  it has none. A news item comes as ``(item, sentiment)`` (the flow scores each item once,
+  :func:`ccf.features.news.route_news`) or bare (scored here).
 - A book that is not whole (before its first snapshot, after a gap or checksum failure until resynced) gives
   ``book_valid = False`` and NaN book features; ``epoch`` counts resyncs. A window with a book update that met a book not
   whole (buffered before a snapshot, or the one that broke it) has book features (the book at its end) but
@@ -40,6 +42,8 @@ from ccf.features.trades import TRADE_FEATURES, TradeFlow
 from ccf.schemas import BookDelta, BookSnapshot, FeatureRow, Level, NewsItem, Trade
 
 FEATURE_SET = "book.v1"
+MAX_WAITING_NEWS = 10_000
+"""News items kept for a symbol whose first market record has not come yet (the oldest go late beyond that)."""
 NAN = math.nan
 
 
@@ -136,6 +140,7 @@ class SymbolWindows:
         self.last_mid = NAN
         self.late_trades = 0
         self.late_book = 0
+        self.waiting_news: list[tuple[NewsItem, object]] = []  # news before the first market record, and its extra
         self.rows_emitted = 0
 
     # -- public -------------------------------------------------------------------------------------------------
@@ -161,10 +166,15 @@ class SymbolWindows:
                 self._apply_book(rec, extra, ts, on_problem, clocked=False)
                 continue
             if self.next_end is None:
-                if isinstance(rec, NewsItem):  # windows start with the venue's clock, never with ours
-                    late.append(rec)
+                if isinstance(rec, NewsItem):  # windows start with the venue's clock, never with ours: wait for it
+                    self.waiting_news.append((rec, extra))
+                    if len(self.waiting_news) > MAX_WAITING_NEWS:
+                        late.append(self.waiting_news.pop(0)[0])
                     continue
                 self.next_end = self.book_end = window_start(ts, w) + w
+                waiting, self.waiting_news = self.waiting_news, []
+                for news, score in waiting:  # news that came before the first market record: theirs, or late
+                    self._news(news, score, late)
             elif self.max_ts is not None and ts - self.max_ts > self.cfg.max_gap_ns and kind is not NewsItem:
                 self._restart(ts, rows, on_problem)
             if kind is Trade:
@@ -176,12 +186,7 @@ class SymbolWindows:
             elif kind is BookDelta:
                 self._apply_book(rec, extra, ts, on_problem)
             else:  # news: fetched on our clock, not the venue's, so it never moves the watermark
-                if ts < self.next_end - w:
-                    late.append(rec)
-                else:
-                    win = self._window(ts)
-                    win.news += 1
-                    win.sentiment += extra if isinstance(extra, float) else news_sentiment(rec)
+                self._news(rec, extra, late)
                 continue
             if self.max_ts is None or ts > self.max_ts:
                 self.max_ts = ts
@@ -196,6 +201,15 @@ class SymbolWindows:
         return rows
 
     # -- internals ----------------------------------------------------------------------------------------------
+    def _news(self, item: NewsItem, score: object, late: list[Any]) -> None:
+        assert self.next_end is not None
+        if item.fetched < self.next_end - self.cfg.width_ns:
+            late.append(item)
+            return
+        win = self._window(item.fetched)
+        win.news += 1
+        win.sentiment += score if isinstance(score, float) else news_sentiment(item)
+
     def _window(self, ts: int) -> _Open:
         start = window_start(ts, self.cfg.width_ns)
         win = self.open.get(start)

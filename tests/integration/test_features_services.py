@@ -1,4 +1,9 @@
-"""The features flow with real services: Kafka raw topics -> flow -> QuestDB + Kafka, and SIGKILL/restart equality."""
+"""The features flow with real services: Kafka raw topics -> flow -> QuestDB + Kafka, and SIGKILL/restart equality.
+
+News too: the shared RSS/Atom corpus served over loopback, polled by the news poller, on ``ccf.news`` -> the flow ->
+the QuestDB ``news`` table (each id once, its sentiment) and the windows' ``news_count`` / ``news_sentiment``; a
+second run over the same topics from the beginning (a restart without state) adds no row.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from bytewax.testing import TestingSink, run_main
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ccf.schemas import BookTop, decode, encode, record_key
+from ccf.features.news import mentioned_bases
+from ccf.news import NewsPoller
+from ccf.news.sentiment import item_sentiment
+from ccf.schemas import BookTop, NewsItem, decode, encode, record_key
 from ccf.settings import Settings
-from ccf.sources import RecordSource
+from ccf.sources import NEWS_KEY, RecordSource
 from ccf.synthetic import SyntheticVenue
 from flows.features import build_flow
+from tests.datafiles import data_dir
+from tests.feed_server import FeedServer
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,12 +84,12 @@ def isolated(settings: Settings, services: Any) -> Iterator[Settings]:
         }
     )
     admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers})
-    topics = [f"t{tag}.{t}" for t in ("book", "trades", "features", "predictions", "scores")]
+    topics = [f"t{tag}.{t}" for t in ("book", "trades", "news", "features", "predictions", "scores")]
     for f in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics]).values():
         f.result(30)
     yield s
     admin.delete_topics(topics, operation_timeout=30)
-    for t in ("features", "predictions", "scores", "health"):
+    for t in ("features", "predictions", "scores", "health", "news"):
         httpx.get(f"{s.questdb.http_url}/exec", params={"query": f'DROP TABLE IF EXISTS "t{tag}_{t}"'}, timeout=30)
 
 
@@ -95,14 +106,37 @@ def synthetic_records(seconds: int, symbols: list[str]) -> list[Any]:
             return out
 
 
-def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings) -> None:
-    s = isolated.model_copy(update={"stop_after": 1e9})  # stop_after: read the topics to their end, then stop
+def polled_news(t0: int) -> list[NewsItem]:
+    """Every feed of the shared corpus served over loopback and polled once; the items' fetched times then spread
+    25 ms apart from ``t0`` (one poll stamps all with one time), so they fall in many windows of the records."""
+    rss = data_dir() / "rss_feeds"
+    with FeedServer() as server:
+        urls = [server.add("/" + p.relative_to(rss).as_posix(), p) for p in sorted(rss.rglob("*")) if p.is_file()]
+        with NewsPoller(urls, max_workers=8) as poller:
+            items = poller.poll_once(time.time_ns())
+    return [msgspec.structs.replace(n, fetched=t0 + k * 25_000_000) for k, n in enumerate(items)]
+
+
+def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # stop_after: read the topics to their end, then stop
+    s = isolated.model_copy(update={"stop_after": 1e9, "news": isolated.news.model_copy(update={"enabled": True})})
     records = synthetic_records(30, ["BTC-USDT", "ETH-USDT"])
+    news = polled_news(records[0].ts_event + 2 * 10**9)
+    assert len(news) > 300 and news[-1].fetched < records[-1].ts_event
     prod = Producer({"bootstrap.servers": s.kafka.bootstrap_servers, "enable.idempotence": True, "acks": "all"})
+    partitions: set[int] = set()
     for r in records:
         topic = "trades" if type(r).__name__ == "Trade" else "book"
-        prod.produce(s.kafka.topic_prefix + topic, encode(r), key=record_key(r))
+        prod.produce(s.kafka.topic_prefix + topic, encode(r), key=record_key(r),
+                     on_delivery=lambda err, msg: partitions.add(msg.partition()))
     prod.produce(s.kafka.topic_prefix + "book", b"{not json", key=b"synthetic:BTC-USDT")
+    assert prod.flush(30) == 0 and len(partitions) == 1  # both symbols hash to one partition
+    # the news in the symbols' partition, as in a one-partition deployment (ccf stack's default): one source
+    # partition merges them with the market in time (news in another partition are not waited for: see check_news)
+    (market_partition,) = partitions
+    for n in news:
+        prod.produce(s.kafka.topic_prefix + "news", encode(n), key=NEWS_KEY.encode(), partition=market_partition)
     assert prod.flush(30) == 0
 
     # the reference: the same records through the same flow, in process
@@ -129,6 +163,7 @@ def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings) 
         assert abs(r[4] - f["volume"]) < 1e-9 and abs(r[5] - f["ofi"]) < 1e-9, (key, r, f)
     health = qdb(s.questdb.http_url, f'select kind, detail from "{s.questdb.table_prefix}health"')
     assert any(k == "ParseError" for k, _ in health), health
+    check_news(s, news)
 
     # the same rows came out on Kafka, decodable, keyed venue:SYMBOL
     cons = Consumer({"bootstrap.servers": s.kafka.bootstrap_servers, "group.id": uuid.uuid4().hex,
@@ -144,6 +179,48 @@ def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings) 
             seen.append((rec.symbol, rec.window_start))  # type: ignore[union-attr]
     cons.close()
     assert sorted(seen) == exp_rows
+
+    # restarted without state, from the beginning of the topics: not one row more, in any table
+    counts = {t: qdb(s.questdb.http_url, f'select count() from "{s.questdb.table_prefix}{t}"')[0][0]
+              for t in ("features", "news", "health")}
+    capsys.readouterr()
+    run_main(build_flow(s.model_copy(update={"kafka": s.kafka.model_copy(update={"start_from": "earliest"})})))
+    summary = capsys.readouterr().out
+    assert "ccf features: 0 feature rows" in summary and ", 0 news items" in summary, summary
+    assert f"not rewritten: {len(exp_rows)} features" in summary and f"{len(news)} news)" in summary, summary
+    wal_applied(s, ("features", "news", "health"))
+    assert {t: qdb(s.questdb.http_url, f'select count() from "{s.questdb.table_prefix}{t}"')[0][0]
+            for t in counts} == counts
+
+
+def check_news(s: Settings, news: list[NewsItem]) -> None:
+    """The news table holds each id once, with its sentiment and bases; the windows count and score the news."""
+    ids = {n.id: n for n in reversed(news)}  # the first item of an id is the one written
+    table = s.questdb.table_prefix + "news"
+    assert wait_rows(s.questdb.http_url, table, len(ids)) == len(ids)
+    rows = qdb(s.questdb.http_url, f'select id, sentiment, bases, feed from "{table}"')
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    sentiments = [r[1] for r in rows]
+    assert all(-1.0 <= x <= 1.0 for x in sentiments) and min(sentiments) < -0.3 and max(sentiments) > 0.3
+    for id_, sentiment, bases, feed in rows:
+        item = ids[id_]
+        assert sentiment == item_sentiment(item) and bases == ",".join(sorted(mentioned_bases(item)))
+        assert feed == item.feed
+    # every item naming a symbol's base (each id once in the table, but every item in the windows) counts in the
+    # window of its fetched time, with its sentiment; none is late: one source partition merges news and market in
+    # time (news on a partition of their own are not waited for: in a backlog they come late for the others' windows)
+    feats = qdb(s.questdb.http_url, f'select symbol, window_start, news_count, news_sentiment '
+                f'from "{s.questdb.table_prefix}features" where news_count > 0')
+    want: dict[tuple[str, str], list[float]] = {}
+    for n in news:
+        for symbol in ("BTC-USDT", "ETH-USDT"):
+            if symbol.split("-")[0] in mentioned_bases(n):
+                start = n.fetched - n.fetched % 10**9
+                key = (symbol, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start // 10**9)) + ".000000Z")
+                want.setdefault(key, []).append(item_sentiment(n))
+    assert want and {(r[0], r[1]): r[2] for r in feats} == {k: len(v) for k, v in want.items()}
+    for symbol, start, _, sentiment in feats:
+        assert abs(sentiment - sum(want[symbol, start]) / len(want[symbol, start])) < 1e-12
 
 
 def _flow_env(s: Settings, store: Path) -> dict[str, str]:

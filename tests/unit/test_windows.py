@@ -9,6 +9,7 @@ import pytest
 
 from ccf.engine import EngineConfig, SymbolEngine
 from ccf.features.bookkeeper import SyncedBook
+from ccf.features.news import news_sentiment
 from ccf.features.ofi import OrderFlowImbalance
 from ccf.features.returns import RealizedVol
 from ccf.features.trades import TradeFlow
@@ -133,11 +134,15 @@ def test_news_counts_by_fetched_time_and_never_moves_the_watermark() -> None:
     w = windows()
     far = NewsItem(id="x", feed="f", title="BTC", link="", published=None, fetched=T0 + 3600 * S)
     near = NewsItem(id="y", feed="f", title="BTC", link="", published=T0 + 10 * S, fetched=T0 + S // 2)
-    rows, late = w.process([near, snap(T0), trade(T0 + 1), far, near])
+    old = NewsItem(id="z", feed="f", title="BTC", link="", published=None, fetched=T0 - S)
+    rows, late = w.process([near, old, snap(T0), (near, 0.5), trade(T0 + 1), far, (near, -0.25)])
     assert rows == []  # a news item from our clock's future closed nothing
-    assert late == [near]  # before any market event there is no window to count it in: late, not dropped
+    # before the first market event news wait for it: then counted in their window, or late when older (not dropped)
+    assert late == [old]
     rows, _ = w.process([trade(T0 + 2 * S)])
-    assert [r.features["news_count"] for r in rows] == [1.0, 0.0]
+    assert [r.features["news_count"] for r in rows] == [3.0, 0.0]
+    mean = (news_sentiment(near) + 0.5 - 0.25) / 3  # a bare item is scored here; a pair brings its score
+    assert math.isclose(rows[0].features["news_sentiment"], mean) and math.isnan(rows[1].features["news_sentiment"])
 
 
 def test_a_clock_jump_restarts_windows_instead_of_filling_them() -> None:
