@@ -68,25 +68,31 @@ logger = logging.getLogger(__name__)
 DEFAULT_START_NS: Final = 1_704_067_200_000_000_000
 """2024-01-01T00:00:00Z."""
 DEFAULT_STEP_NS: Final = 100_000_000
-_TRADE_FRACTION: Final = 0.1
-_KAPPA: Final = 0.03
-_SIGMA: Final = 0.08 * math.sqrt(3.0)  # uniform on [-a, a] has variance a**2 / 3
+_KAPPA: Final = 0.05
+_SIGMA: Final = 0.25 * math.sqrt(3.0)  # uniform on [-a, a] has variance a**2 / 3
+_HALF_LIFE_NS: Final = 1_250_000_000  # the move intensity's excess over its base halves in 1.25 s
+_MAX_MOVE_PROB: Final = 0.9
 
 
 @dataclass(frozen=True)
 class SymbolSpec:
-    """Start price, tick, lot and mean touch size (base units) of one symbol."""
+    """One symbol: start price, tick and lot, mean sizes in base units (the touch queue, a level behind it, a
+    trade), mean gap between levels in ticks and mean size of one move in bps."""
 
     price: float = 100.0
     tick: float = 0.01
     lot: float = 0.001
     size: float = 5.0
+    deep: float = 0.5
+    trade: float = 0.05
+    gap: float = 2.5
+    jump_bps: float = 0.5
 
 
 DEFAULT_SPECS: Final = {
-    "BTC-USDT": SymbolSpec(price=60000.0, tick=0.01, lot=0.00001, size=2.0),
-    "ETH-USDT": SymbolSpec(price=2500.0, tick=0.01, lot=0.0001, size=20.0),
-    "SOL-USDT": SymbolSpec(price=150.0, tick=0.01, lot=0.001, size=200.0),
+    "BTC-USDT": SymbolSpec(price=64000.0, tick=0.1, lot=0.001, size=16.0, deep=0.3, trade=0.1, jump_bps=0.55),
+    "ETH-USDT": SymbolSpec(price=3400.0, tick=0.01, lot=0.001, size=100.0, deep=2.0, trade=0.8, jump_bps=0.6),
+    "SOL-USDT": SymbolSpec(price=150.0, tick=0.01, lot=0.01, size=800.0, deep=40.0, trade=10.0, jump_bps=0.8),
 }
 
 
@@ -112,12 +118,20 @@ def symbol_seed(seed: int, symbol: str) -> int:
 
 
 class _SymbolSim:
-    """State of one symbol: its random stream, book (lots per level from the touch outwards) and ids."""
+    """State of one symbol: its random stream, book (ticks and lots per level from the touch outwards), move
+    intensity and ids."""
 
     __slots__ = (
-        "asks",
+        "aq",
+        "at",
         "bid",
-        "bids",
+        "bq",
+        "bt",
+        "deep",
+        "gap",
+        "h",
+        "jump",
+        "lmu",
         "mu",
         "pm",
         "ps",
@@ -125,6 +139,7 @@ class _SymbolSim:
         "sm",
         "ss",
         "symbol",
+        "trade",
         "trade_id",
         "uid",
     )
@@ -135,12 +150,30 @@ class _SymbolSim:
         self.pm, self.ps = _grid(spec.tick)
         self.sm, self.ss = _grid(spec.lot)
         self.mu = max(2, round(spec.size / spec.lot))
+        self.lmu = math.log(self.mu)
+        self.deep = max(1.0, spec.deep / spec.lot)
+        self.trade = max(1.0, spec.trade / spec.lot)
+        self.gap = max(0.0, spec.gap - 1.0)
+        self.jump = max(0.0, spec.jump_bps * 1e-4 * spec.price / spec.tick - 1.0)
+        self.h = 1.0
         self.bid = round(spec.price / spec.tick)
-        rng, mu = self.rng, self.mu
-        self.bids = [max(1, round(mu * (0.5 + 1.5 * rng.random()))) for _ in range(levels)]
-        self.asks = [max(1, round(mu * (0.5 + 1.5 * rng.random()))) for _ in range(levels)]
-        self.uid = 1_000_000 + rng.randrange(1_000_000)
-        self.trade_id = 1_000 + rng.randrange(1_000)
+        self.bt, self.bq = [self.bid], [self.fresh_touch()]
+        self.at, self.aq = [self.bid + 1], [self.fresh_touch()]
+        for ticks, lots, sign in ((self.bt, self.bq, -1), (self.at, self.aq, 1)):
+            while len(ticks) < levels:
+                ticks.append(ticks[-1] + sign * self.gap_ticks())
+                lots.append(self.fresh_deep())
+        self.uid = 1_000_000 + self.rng.randrange(1_000_000)
+        self.trade_id = 1_000 + self.rng.randrange(1_000)
+
+    def fresh_touch(self) -> int:
+        return max(1, round(self.mu * (0.25 + self.rng.random())))
+
+    def fresh_deep(self) -> int:
+        return 1 + int(-math.log(1.0 - self.rng.random()) * self.deep)
+
+    def gap_ticks(self) -> int:
+        return 1 + int(-math.log(1.0 - self.rng.random()) * self.gap)
 
     def price(self, tick: int) -> float:
         return tick * self.pm / self.ps
@@ -149,8 +182,9 @@ class _SymbolSim:
         return lots * self.sm / self.ss
 
     def book(self) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
-        bids = tuple((self.price(self.bid - i), self.size(q)) for i, q in enumerate(self.bids))
-        asks = tuple((self.price(self.bid + 1 + i), self.size(q)) for i, q in enumerate(self.asks))
+        price, size = self.price, self.size
+        bids = tuple((price(t), size(q)) for t, q in zip(self.bt, self.bq, strict=True))
+        asks = tuple((price(t), size(q)) for t, q in zip(self.at, self.aq, strict=True))
         return bids, asks
 
 
@@ -170,8 +204,9 @@ class SyntheticVenue:
         step_ns: int = DEFAULT_STEP_NS,
         alpha: float = 0.8,
         levels: int = 15,
-        move_prob: float = 0.1,
-        trades_per_step: float = 1.0,
+        move_prob: float = 0.045,
+        clustering: float = 0.8,
+        trades_per_step: float = 0.5,
         specs: dict[str, SymbolSpec] | None = None,
         venue: str = "synthetic",
         latency_ns: int = 0,
@@ -179,25 +214,32 @@ class SyntheticVenue:
     ) -> None:
         if not symbols or len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols must be non-empty and distinct, got {list(symbols)!r}")
-        if not 0.0 <= alpha <= 1.0 or not 0.0 <= move_prob <= 1.0 or levels < 2 or step_ns <= 0:
-            raise ValueError(f"bad parameters: alpha={alpha} move_prob={move_prob} levels={levels} step_ns={step_ns}")
+        if (
+            not 0.0 <= alpha <= 1.0
+            or not 0.0 <= move_prob <= _MAX_MOVE_PROB
+            or not 0.0 <= clustering < 1.0
+            or trades_per_step < 0
+            or levels < 2
+            or step_ns <= 0
+        ):
+            raise ValueError(
+                f"bad parameters: alpha={alpha} move_prob={move_prob} clustering={clustering} "
+                f"trades_per_step={trades_per_step} levels={levels} step_ns={step_ns}"
+            )
         all_specs = {**DEFAULT_SPECS, **(specs or {})}
         self.symbols = tuple(symbols)
         self.seed, self.alpha, self.levels, self.move_prob = seed, alpha, levels, move_prob
+        self.clustering, self.trades_per_step = clustering, trades_per_step
         self.step_ns, self.start_ns, self.end_ns = step_ns, start_ns, end_ns
         self.venue, self.latency_ns = venue, latency_ns
         self.now_ns = start_ns
         self.specs = {s: all_specs.get(s, SymbolSpec()) for s in self.symbols}
         self._sims = [_SymbolSim(s, self.specs[s], seed, levels) for s in self.symbols]
-        # Poisson(trades_per_step) by inversion, truncated where the tail is negligible
-        cdf, p, acc = [], math.exp(-trades_per_step), 0.0
-        for k in range(64):
-            acc += p
-            cdf.append(acc)
-            p *= trades_per_step / (k + 1)
-            if acc > 1 - 1e-9:
-                break
-        self._cdf = tuple(cdf)
+        # self-exciting move intensity h (long-run mean 1): h <- 1 + decay*(h - 1) + excite*[moved]; each move
+        # adds `clustering` further moves on average, so the base probability is move_prob * (1 - clustering)
+        self._decay = 0.5 ** (step_ns / _HALF_LIFE_NS)
+        self._base = move_prob * (1.0 - clustering)
+        self._excite = clustering * (1.0 - self._decay) / self._base if self._base > 0 else 0.0
         self._pending: deque[MarketRecord] = deque(self.snapshots())
 
     # -- public API -----------------------------------------------------------------------------------------------
@@ -259,69 +301,56 @@ class SyntheticVenue:
 
     # -- the model ------------------------------------------------------------------------------------------------
 
-    def _poisson(self, u: float) -> int:
-        for k, c in enumerate(self._cdf):
-            if u < c:
-                return k
-        return len(self._cdf)
-
     def _step_symbol(self, sim: _SymbolSim, t_prev: int, t: int, out: list[MarketRecord]) -> None:
-        rng, bids, asks, mu, alpha = sim.rng, sim.bids, sim.asks, sim.mu, self.alpha
-        rand = rng.random
-        imb = (bids[0] - asks[0]) / (bids[0] + asks[0])
+        rng, bq, aq, alpha, h = sim.rng, sim.bq, sim.aq, self.alpha, sim.h
+        rand, log = rng.random, math.log
+        imb = (bq[0] - aq[0]) / (bq[0] + aq[0])
         bid_changes: dict[int, int] = {}
         ask_changes: dict[int, int] = {}
         takers: list[tuple[int, int, bool]] = []  # (price tick, lots, taker buys)
         p_buy = 0.5 * (1.0 + alpha * imb)
-        for _ in range(self._poisson(rand())):
+        # 1. Poisson(trades_per_step * h) takers at the touch (Knuth's product of uniforms)
+        floor, u = math.exp(-self.trades_per_step * h), rand()
+        while u > floor:
+            u *= rand()
             buy = rand() < p_buy
-            queue = asks if buy else bids
-            lots = min(queue[0] - 1, int(rand() * _TRADE_FRACTION * queue[0]) + 1)
+            queue = aq if buy else bq
+            lots = min(queue[0] >> 2, 1 + int(-log(1.0 - rand()) * sim.trade))
             if lots >= 1:
                 queue[0] -= lots
                 takers.append((sim.bid + 1 if buy else sim.bid, lots, buy))
-        for queue in (bids, asks):
-            queue[0] = max(1, round(queue[0] + _KAPPA * (mu - queue[0]) + _SIGMA * mu * (2.0 * rand() - 1.0)))
-        bid_changes[sim.bid] = bids[0]
-        ask_changes[sim.bid + 1] = asks[0]
-        for _ in range(2):
-            i = 1 + int(rand() * (self.levels - 1))
-            fresh = max(1, round(mu * (0.5 + 1.5 * rand())))
-            if rand() < 0.5:
-                bids[i] = fresh
-                bid_changes[sim.bid - i] = fresh
-            else:
-                asks[i] = fresh
-                ask_changes[sim.bid + 1 + i] = fresh
+        # 2. a move of k ticks with probability min(0.9, base * h), up with (1 + alpha*I) / 2
+        p_move = self._base * h
+        if p_move > _MAX_MOVE_PROB:
+            p_move = _MAX_MOVE_PROB
         u = rand()
-        p_up = 0.5 * self.move_prob * (1.0 + alpha * imb)
-        if u < self.move_prob:
-            up = u < p_up
-            fresh = max(1, round(mu * (0.5 + 1.5 * rand())))
-            far = max(1, round(mu * (0.5 + 1.5 * rand())))
-            n = self.levels
-            if up:  # sweep the ask touch; the swept price becomes the new best bid
-                ask = sim.bid + 1
-                takers.append((ask, asks.pop(0), True))
-                asks.append(far)
-                bids.insert(0, fresh)
-                bids.pop()
-                ask_changes[ask] = 0
-                ask_changes[ask + n] = far
-                bid_changes[ask] = fresh
-                bid_changes[sim.bid - n + 1] = 0
-                sim.bid += 1
-            else:  # sweep the bid touch; the swept price becomes the new best ask
-                bid = sim.bid
-                takers.append((bid, bids.pop(0), False))
-                bids.append(far)
-                asks.insert(0, fresh)
-                asks.pop()
-                bid_changes[bid] = 0
-                bid_changes[bid - n] = far
-                ask_changes[bid] = fresh
-                ask_changes[bid + n] = 0
-                sim.bid -= 1
+        if u < p_move:
+            k = 1 + int(-log(1.0 - rand()) * sim.jump)
+            if u < 0.5 * p_move * (1.0 + alpha * imb):
+                self._sweep(sim, k, sim.at, aq, sim.bt, bq, 1, ask_changes, bid_changes, takers, True)
+                sim.bid += k
+            else:
+                self._sweep(sim, k, sim.bt, bq, sim.at, aq, -1, bid_changes, ask_changes, takers, False)
+                sim.bid -= k
+            h += self._excite
+        # 3. the touch queues' mean-reverting walk in log size; 4. two levels behind the touch get a fresh size
+        lmu = sim.lmu
+        for queue in (bq, aq):
+            lq = log(queue[0])
+            queue[0] = max(1, round(math.exp(lq + _KAPPA * (lmu - lq) + _SIGMA * (2.0 * rand() - 1.0))))
+        bid_changes[sim.bid] = bq[0]
+        ask_changes[sim.bid + 1] = aq[0]
+        levels = self.levels
+        for _ in range(2):
+            i = 1 + int(rand() * (levels - 1))
+            fresh = sim.fresh_deep()
+            if rand() < 0.5:
+                bq[i] = fresh
+                bid_changes[sim.bt[i]] = fresh
+            else:
+                aq[i] = fresh
+                ask_changes[sim.at[i]] = fresh
+        sim.h = 1.0 + self._decay * (h - 1.0)
         venue, symbol, lat, price, size = self.venue, sim.symbol, self.latency_ns, sim.price, sim.size
         gap = (t - t_prev) // (len(takers) + 1)
         for j, (tick, lots, buy) in enumerate(takers, 1):
@@ -360,12 +389,69 @@ class SyntheticVenue:
                 ts_event=t,
                 ts_recv=t + lat,
                 bid_price=price(sim.bid),
-                bid_size=size(bids[0]),
+                bid_size=size(bq[0]),
                 ask_price=price(sim.bid + 1),
-                ask_size=size(asks[0]),
+                ask_size=size(aq[0]),
                 update_id=sim.uid,
             )
         )
+
+    def _sweep(
+        self,
+        sim: _SymbolSim,
+        k: int,
+        ticks: list[int],
+        lots: list[int],
+        other_ticks: list[int],
+        other_lots: list[int],
+        sign: int,
+        changes: dict[int, int],
+        other_changes: dict[int, int],
+        takers: list[tuple[int, int, bool]],
+        buy: bool,
+    ) -> None:
+        """Move the touch ``k`` ticks in direction ``sign`` (+1 up): a taker sweeps ``ticks``/``lots`` (the side
+        the price moves into, touch first) through the new touch of the other side; see the module docstring."""
+        levels = self.levels
+        old = other_ticks[0]
+        new = old + sign * k  # the other side's new touch; this side's new touch is one tick beyond
+        # what is left of the touch after cancellations trades (at most the queue), deeper levels trade in full
+        taken = min(lots[0], 1 + int(-math.log(1.0 - sim.rng.random()) * 2.0 * sim.trade))
+        takers.append((ticks[0], taken, buy))
+        changes[ticks.pop(0)] = 0
+        lots.pop(0)
+        while ticks and (ticks[0] - new) * sign <= 0:
+            tick = ticks.pop(0)
+            takers.append((tick, lots.pop(0), buy))
+            changes[tick] = 0
+        touch = new + sign
+        if ticks and ticks[0] == touch:
+            lots[0] += sim.fresh_touch()
+        else:
+            ticks.insert(0, touch)
+            lots.insert(0, sim.fresh_touch())
+        changes[touch] = lots[0]
+        while len(ticks) < levels:
+            tick = ticks[-1] + sign * sim.gap_ticks()
+            ticks.append(tick)
+            lots.append(sim.fresh_deep())
+            changes[tick] = lots[-1]
+        # the other side: its old touch is requoted to a deep size, fresh levels fill the gap to the new touch
+        other_lots[0] = sim.fresh_deep()
+        other_changes[old] = other_lots[0]
+        fill_ticks, fill_lots = [new], [sim.fresh_touch()]
+        tick = new - sign * sim.gap_ticks()
+        while (tick - old) * sign > 0 and len(fill_ticks) < levels:
+            fill_ticks.append(tick)
+            fill_lots.append(sim.fresh_deep())
+            tick -= sign * sim.gap_ticks()
+        for tick, size in zip(fill_ticks, fill_lots, strict=True):
+            other_changes[tick] = size
+        other_ticks[:0] = fill_ticks
+        other_lots[:0] = fill_lots
+        while len(other_ticks) > levels:
+            other_changes[other_ticks.pop()] = 0
+            other_lots.pop()
 
 
 def _levels(
