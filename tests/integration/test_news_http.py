@@ -247,3 +247,37 @@ def test_partition_snapshot_resumes_without_repeats(tmp_path: Path) -> None:
         else:
             pytest.fail("the source did not end after max_polls")
         assert [i.id for i in more] == ["c"]
+
+
+# -- the features flow's own news source (CCF_NEWS__ENABLED without Kafka) into the embedded store ----------------------
+
+
+def test_features_flow_polls_the_feeds_into_the_news_table_once(tmp_path: Path) -> None:
+    from ccf.settings import Settings
+    from ccf.store.duckdb_store import DuckDBStore
+    from ccf.store.sinks import all_tables
+    from flows.features import build_flow
+
+    with FeedServer() as server:
+        urls = [server.add("/" + rel, RSS / rel) for rel in [*REAL, BROKEN]]
+        expected = {i.id for url, rel in zip(urls, [*REAL, BROKEN], strict=True) for i in _expected(server, url, rel)[0]}
+        store = tmp_path / "store.duckdb"
+
+        def run(state: str) -> list[tuple[str, float, str]]:
+            # stop_after: the news source polls once (it checks only before a poll), the synthetic venue 0.5 s
+            s = Settings(stop_after=0.5, store={"path": store}, venues={"speed": 0},  # type: ignore[arg-type]
+                         news={"enabled": True, "feeds": urls, "state_path": tmp_path / state})
+            run_main(build_flow(s))  # type: ignore[no-untyped-call]  # as in _run
+            db = DuckDBStore(store, all_tables(s))
+            try:
+                return db.query("SELECT id, sentiment, bases FROM news")  # type: ignore[return-value]
+            finally:
+                db.close()
+
+        rows = run("seen-1.json")
+        assert sorted(r[0] for r in rows) == sorted(expected) and len(rows) == 120
+        assert all(-1.0 <= r[1] <= 1.0 for r in rows) and sum(r[1] != 0.0 for r in rows) > 40
+        assert {"BTC", "ETH"} <= {b for r in rows for b in r[2].split(",") if b}
+        # a second run whose poller forgot what it saw fetches every item again: no row more, none changed
+        assert sorted(run("seen-2.json")) == sorted(rows)
+        assert len(server.requests_for("/" + COINDESK)) == 2
