@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ import msgspec
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from ccf.engine import EngineOut
+from ccf.engine import EngineConfig, EngineOut, SymbolEngine
+from ccf.features.bookkeeper import SyncedBook
 from ccf.features.news import mentioned_bases, route_news, scored
 from ccf.news.parse import parse_feed
 from ccf.news.sentiment import item_sentiment, sentiment
@@ -27,7 +29,7 @@ from ccf.sources import NEWS_KEY, chunk_by_key
 from ccf.store.duckdb_store import DuckDBStore
 from ccf.store.sinks import _OutputPartition, all_tables
 from ccf.synthetic import SyntheticVenue
-from flows.features import build_flow
+from flows.features import _EngineLogic, build_flow
 from tests.datafiles import data_dir
 
 RSS = data_dir() / "rss_feeds"
@@ -160,3 +162,23 @@ def test_flow_writes_each_news_item_once_and_its_windows_mean_sentiment(tmp_path
         assert len(rows) == len({r[1] for r in rows}) == 50
     assert {r[1]: r[6] for r in rows} == {n.id: item_sentiment(n) for n in news}
     assert {r[1]: r[7] for r in rows} == {n.id: ",".join(sorted(mentioned_bases(n))) for n in news}
+
+
+def test_news_before_a_symbols_first_market_record_wait_for_it_across_a_snapshot() -> None:
+    market = [r for r in _market(5) if r.symbol == "BTC-USDT"]
+    item = msgspec.structs.replace(_item("n", "Bitcoin rallies"), fetched=market[0].ts_event + 2 * S)
+
+    def make(first: Any) -> SymbolEngine:
+        return SymbolEngine(first.venue, first.symbol, SyncedBook(first.venue, first.symbol), EngineConfig())
+
+    logic = _EngineLogic(make, None)
+    assert logic.on_batch([[(item, 0.5)]])[0] == [] and logic.engine is None
+    resumed = _EngineLogic(make, pickle.loads(pickle.dumps(logic.snapshot())))  # a restart from a snapshot
+    outs = resumed.on_batch([market])[0] + resumed.on_eof()[0]
+    rows = [r for o in outs for r in o.rows]
+    assert [(r.features["news_count"], r.features["news_sentiment"]) for r in rows if r.features["news_count"]] == [
+        (1.0, 0.5)]
+    # no market record at all before the end: the news are late (health rows), not lost silently
+    lonely = _EngineLogic(make, None)
+    lonely.on_batch([[(item, 0.5)]])
+    assert [o.late for o in lonely.on_eof()[0]] == [[item]]

@@ -97,6 +97,16 @@ def test_crossed_book_is_an_error_never_a_feature() -> None:
     assert not rows[0].book_valid and math.isnan(rows[0].features["spread"])
 
 
+def news_waiting() -> SymbolWindows:
+    """Windows holding a news item (and its score) that came before the first market record."""
+    from ccf.schemas import NewsItem
+
+    w = windows()
+    w.process([(NewsItem(id="n", feed="f", title="BTC", link="", published=None, fetched=T0), 0.5)])
+    assert w.waiting_news
+    return w
+
+
 @pytest.mark.parametrize(
     "state",
     [
@@ -106,6 +116,7 @@ def test_crossed_book_is_an_error_never_a_feature() -> None:
         Scorer("v", "s"),
         SymbolForecaster("v", "s"),
         windows(),
+        news_waiting(),
         SymbolEngine("binance", "ETH-USDT", SyncedBook("binance", "ETH-USDT"), EngineConfig()),
     ],
     ids=lambda s: type(s).__name__,
