@@ -230,6 +230,10 @@ def health() -> tuple[str, str, list[str], list[dict[str, Any]]]:
         table("Latest health events", "The newest health rows (problems, reconnects, late-record counts, lag).",
               f"SELECT ts, venue, symbol, kind, value, detail FROM health WHERE {conn} ORDER BY ts DESC LIMIT 50",
               (12, 22, 12, 7)),
+        table("Restarts", "Roles of ccf stack that ended, were restarted or gave up (venue stack, value = restarts "
+              "so far) and failed retrains of the trainer (health kinds " + ", ".join(kinds.RESTARTS) + ").",
+              f"SELECT ts, venue, symbol AS role, kind, value, detail FROM health WHERE $__timeFilter(ts) AND kind IN "
+              f"{kinds.sql_list(kinds.RESTARTS)} ORDER BY ts DESC LIMIT 50", (0, 29, 24, 6)),
     ]
 
 

@@ -30,7 +30,7 @@ import pytest
 from bytewax.testing import run_main
 
 from ccf.errors import ParseError
-from ccf.ingest.health import ws_health
+from ccf.ingest.health import health, ws_health
 from ccf.schemas import Trade
 from ccf.settings import Settings
 from ccf.sources import RecordSource
@@ -100,7 +100,12 @@ def _extra_health() -> list[dict[str, Any]]:
         for name in ("ccf.book:0", "ccf.trades:0"):
             entries.append({"kind": "consumer_lag", "venue": "kafka", "symbol": name, "ts": T0 + (5 + 10 * k) * S,
                             "value": float(behind), "reason": f"{behind} messages behind on {name}"})
-    return health_rows(_dead_letters(entries))
+    rows = health_rows(_dead_letters(entries))
+    # a restarted role of ccf stack, as its event listener stores it (ccf.stack.events: value = restarts so far)
+    restart = health("role_restarted", "stack", "features", symbol="features", ts=T0 + 40 * S, value=1.0,
+                     detail="pid 4242")
+    rows.append({**{k: restart[k] for k in ("ts", "venue", "symbol", "kind", "value", "detail")}, "seq": 1})
+    return rows
 
 
 NEWS_ITEMS = [
@@ -133,7 +138,7 @@ def filled(services: Services) -> Iterator[tuple[str, str]]:
         last: dict[str, int] = {}
         while True:
             counts = {t: _sql(url, f"SELECT count() FROM {prefix}{t}")["dataset"][0][0] for t in TABLES}
-            if counts == last and counts["features"] == 120 and counts["health"] >= 12 and counts["news"] == 3:
+            if counts == last and counts["features"] == 120 and counts["health"] >= 13 and counts["news"] == 3:
                 break
             assert time.monotonic() < deadline, f"tables not filled: {counts}"
             last = counts
@@ -227,7 +232,7 @@ def test_every_panel_query_runs_and_returns_rows(filled: tuple[str, str], servic
                             failures.append(f"PG wire {f.name} {name}: {len(rows)} rows, HTTP {len(body['dataset'])}")
     pg.close()
     assert not failures, "\n".join(failures)
-    assert checked >= 2 * 29  # two flavours of every query, repeated panels more than once
+    assert checked >= 2 * 30  # two flavours of every query, repeated panels more than once
     assert wired == checked // 2
 
 
@@ -257,7 +262,7 @@ def test_the_app_poller_reads_the_same_tables(filled: tuple[str, str]) -> None:
     assert {m for _, m, _ in snap.predictions} == {"naive", "ewma", "river_lr", "river_ts"}
     assert {s["model"] for s in snap.scores} == {"naive", "ewma", "river_lr", "river_ts"}
     assert {h["kind"] for h in snap.health} == {"SequenceGapError", "late_trade", "ParseError", "disconnected",
-                                                "stalled", "consumer_lag"}
+                                                "stalled", "consumer_lag", "role_restarted"}
     lag = {h["symbol"]: h["last"] for h in snap.health if h["kind"] == "consumer_lag"}
     assert lag == {"ccf.book:0": 4.0, "ccf.trades:0": 4.0}  # the newest level, not a sum
     assert sum(h["n"] for h in snap.health if h["kind"] == "disconnected") == 2.0
