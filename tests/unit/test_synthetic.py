@@ -1,9 +1,11 @@
-"""The synthetic market: deterministic, resumable, a sane book, and the documented predictable component."""
+"""The synthetic market: deterministic, resumable, a sane book, the documented predictable component, and statistics
+near a real BTCUSDT/ETHUSDT capture."""
 
 from __future__ import annotations
 
 import math
 import pickle
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -162,7 +164,7 @@ def test_end_ns_stops_the_venue() -> None:
     assert max(r.ts_event for r in out) == DEFAULT_START_NS + 10 * DEFAULT_STEP_NS
 
 
-def _imbalance_regression(alpha: float, seed: int, seconds: int = 2000) -> tuple[float, float]:
+def _imbalance_regression(alpha: float, seed: int, seconds: int = 6000) -> tuple[float, float]:
     """OLS of the next 1 s mid log-return on the top-of-book imbalance at the end of this second: (slope, t)."""
     venue = SyntheticVenue(["ETH-USDT"], seed=seed, alpha=alpha)
     steps_per_s = 1_000_000_000 // DEFAULT_STEP_NS
@@ -204,3 +206,78 @@ def test_bad_parameters_are_refused() -> None:
         SyntheticVenue(["ETH-USDT", "ETH-USDT"])
     with pytest.raises(ValueError, match="alpha"):
         SyntheticVenue(["ETH-USDT"], alpha=1.5)
+    with pytest.raises(ValueError, match="clustering"):
+        SyntheticVenue(["ETH-USDT"], clustering=1.0)
+
+
+def _seconds(symbol: str, seed: int, seconds: int = 3000, clustering: float | None = None) -> dict[str, np.ndarray]:
+    """One row per simulated second, from the book top at its end: mid, spread (bp), touch sizes, trades."""
+    venue = SyntheticVenue([symbol], seed=seed)  # the defaults
+    if clustering is not None:
+        venue = SyntheticVenue([symbol], seed=seed, clustering=clustering)
+    steps_per_s = 1_000_000_000 // DEFAULT_STEP_NS
+    rows = []
+    for _ in range(seconds):
+        trades, top = 0, None
+        for _ in range(steps_per_s):
+            for rec in venue.step():
+                if isinstance(rec, Trade):
+                    trades += 1
+                elif isinstance(rec, BookTop):
+                    top = rec
+        assert top is not None
+        mid = (top.bid_price + top.ask_price) / 2
+        rows.append((mid, (top.ask_price - top.bid_price) / mid * 1e4, top.bid_size, top.ask_size, trades))
+    cols = np.array(rows).T
+    return dict(zip(("mid", "spread_bps", "bid_size", "ask_size", "trades"), cols, strict=True))
+
+
+def _acf(x: np.ndarray, lag: int) -> float:
+    x = x - x.mean()
+    return float(x[:-lag] @ x[lag:] / (x @ x))
+
+
+# Real Binance USD-M BTCUSDT / ETHUSDT, 2024-07-18/19 (ccf/synthetic.py docstring): std of 1 s mid log-returns (bp),
+# share of seconds without a mid change, median spread (bp), trades per second, median size at the touch, and the
+# autocorrelation of |returns| at lags 1 and 2.
+class Real(NamedTuple):
+    std: float
+    zero: float
+    spread: float
+    trades: float
+    touch: float
+    acf: tuple[float, float]
+
+
+REAL = {
+    "BTC-USDT": Real(std=0.47, zero=0.76, spread=0.0156, trades=22.3, touch=12.0, acf=(0.26, 0.18)),
+    "ETH-USDT": Real(std=0.58, zero=0.74, spread=0.0292, trades=28.4, touch=75.0, acf=(0.19, 0.20)),
+}
+
+
+@pytest.mark.parametrize(("symbol", "seed"), [("BTC-USDT", 1), ("BTC-USDT", 2), ("ETH-USDT", 3)])
+def test_default_market_looks_like_the_real_capture(symbol: str, seed: int) -> None:
+    """The default market within bands around the documented real statistics (50 minutes of simulated time)."""
+    real, s = REAL[symbol], _seconds(symbol, seed)
+    r = np.diff(np.log(s["mid"])) * 1e4
+    touch = np.concatenate([s["bid_size"], s["ask_size"]])
+    assert 0.6 * real.std < r.std() < 1.5 * real.std, r.std()
+    assert real.zero - 0.12 < np.mean(r == 0) < real.zero + 0.12, np.mean(r == 0)
+    assert np.median(s["spread_bps"]) == pytest.approx(real.spread, rel=0.05)
+    assert 0.5 * real.trades < s["trades"].mean() < 2 * real.trades, s["trades"].mean()
+    assert np.median(s["trades"]) < s["trades"].mean() / 1.5  # bursty, as real trade counts are
+    assert 0.5 * real.touch < np.median(touch) < 2 * real.touch, np.median(touch)
+    absr = np.abs(r - r.mean())
+    acf = [_acf(absr, lag) for lag in (1, 2)]
+    assert all(0.08 < a < 0.5 for a in acf), acf  # volatility clusters, as in the capture (0.26, 0.18 for BTC)
+    assert abs(_acf(r, 1)) < 0.08  # but the direction does not persist
+
+
+def test_without_clustering_moves_are_independent() -> None:
+    """clustering=0 keeps the mean rates and removes the |return| autocorrelation: clustering is what makes it."""
+    s = _seconds("BTC-USDT", 4, clustering=0.0)
+    r = np.diff(np.log(s["mid"])) * 1e4
+    absr = np.abs(r - r.mean())
+    assert all(abs(_acf(absr, lag)) < 0.06 for lag in (1, 2, 3))
+    assert 0.6 * REAL["BTC-USDT"].std < r.std() < 1.5 * REAL["BTC-USDT"].std
+    assert 0.5 * REAL["BTC-USDT"].trades < s["trades"].mean() < 2 * REAL["BTC-USDT"].trades
