@@ -21,8 +21,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from ccf.schemas import BookDelta, BookTop, Trade
-from ccf.synthetic import SyntheticVenue
+from ccf.schemas import BookDelta, BookTop, Trade, format_decimal
+from ccf.synthetic import DEFAULT_SPECS, SyntheticVenue
 from ccf.venue_server.faults import parse_faults
 from ccf.venue_server.runner import ServerThread
 from ccf.venues.binance import parse_message
@@ -288,7 +288,8 @@ def test_futures_market_format(venue_server_factory: Callable[..., ServerThread]
     assert [d.prev_update_id for d in deltas[1:]] == [d.last_update_id for d in deltas[:-1]]
     ticker = next(orjson.loads(t)["data"] for t in got.texts if "bookTicker" in t)
     assert {"e", "E", "T", "u", "s", "b", "B", "a", "A"} <= set(ticker)
-    assert ticker["b"].count(".") == 1 and len(ticker["b"].partition(".")[2]) == 2  # tick decimals, not spot's 8
+    tick_decimals = len(format_decimal(DEFAULT_SPECS["BTC-USDT"].tick).partition(".")[2])  # 0.1: 1
+    assert ticker["b"].count(".") == 1 and len(ticker["b"].partition(".")[2]) == tick_decimals  # not spot's 8
     snap = httpx.get(f"{server.base_url}/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 3}).json()
     assert list(snap) == ["lastUpdateId", "E", "T", "bids", "asks"]
 
