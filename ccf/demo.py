@@ -223,6 +223,9 @@ def run_demo(settings: Settings, options: DemoOptions, store: Path | None = None
     from ccf.store.sinks import OutputSink
     from flows.features import build_flow, make_source
 
+    from dashboards.app import check_exposure
+
+    check_exposure(settings.app)  # an exposed app without a real password fails before anything starts
     path = store or settings.run_dir / "demo" / "store.duckdb"
     if options.fresh:
         for p in (path, Path(f"{path}.wal")):
