@@ -4,6 +4,8 @@
 - :mod:`ccf.news.state`: per-feed state, backoff arithmetic, the bounded seen-set and its atomic JSON file.
 - :mod:`ccf.news.poller`: :class:`NewsPoller`, conditional GETs with httpx, per-feed backoff, dedup.
 - :mod:`ccf.news.source`: :class:`NewsSource`, the Bytewax input (background thread, snapshot = poller state).
+- :mod:`ccf.news.sentiment`: VADER's compound score of an item's title and summary, in [-1, 1] (the features flow
+  scores each item once: its ``news`` table row and its windows' ``news_sentiment``).
 
 Every item keeps the feed's claimed ``published`` time and our ``fetched`` time; features use ``fetched``.
 """

@@ -2,7 +2,8 @@
 
 One sink partition writes every table (so the embedded DuckDB store has one writer); it fans out to the configured
 writers: QuestDB or the embedded store, and Kafka when configured. Delivery is at-least-once with idempotent
-tables: a batch is written before Bytewax commits the epoch, and a replayed batch upserts the same keys.
+tables: a batch is written before Bytewax commits the epoch, and a replayed batch upserts the same keys. News items
+go to the ``news`` table only (``ccf.news`` already carries them), each id once (:class:`~ccf.store.high_water.HeldIds`).
 Making the sink checks the store it will write (:func:`check_store`), so a wrong QuestDB URL fails while the flow
 is built, in one line, not later inside the running dataflow.
 """
