@@ -44,8 +44,11 @@ from ccf.sources import NEWS_KEY, Chunk, chunk_by_key
 logger = logging.getLogger(__name__)
 
 RAW_TOPICS = ("book", "trades")
-OPTIONAL_TOPICS = ("predictions",)
-"""Read when they exist: other models' forecasts (the TFT sidecar), scored by the same scorer as the baselines."""
+OPTIONAL_TOPICS = ("predictions", "health", "dlq")
+"""Read when they exist: other models' forecasts (the TFT sidecar), scored by the same scorer as the baselines;
+the ingest job's health entries (reconnects, resyncs, lag) and dead letters, which go to the ``health`` table as
+the in-process connector's do."""
+ENTRY_TOPICS = ("health", "dlq")
 
 Resume = dict[str, int]  # "topic:partition" -> next offset to read
 
@@ -56,6 +59,11 @@ def decode_message(m: Any) -> Any:
     if value is None:
         err = getattr(m, "err", None) or (m.error() if callable(getattr(m, "error", None)) else m)
         return ParseError(f"Kafka error: {err}")
+    topic = str(_attr(m, "topic") or "")
+    if topic.endswith(ENTRY_TOPICS):  # the ingest job's health entries and dead letters: plain JSON objects
+        entry = _entry(value)
+        if entry is not None:
+            return entry
     try:
         return decode(value)
     except msgspec.DecodeError as exc:  # malformed JSON, or JSON that is no record (ValidationError)
@@ -66,6 +74,17 @@ def decode_message(m: Any) -> Any:
         stamp = _attr(m, "timestamp")  # (type, ms) of the Kafka message
         err.ts_recv = int(stamp[1]) * 1_000_000 if stamp and stamp[1] > 0 else 0  # type: ignore[attr-defined]
         return err
+
+
+def _entry(value: bytes) -> dict[str, Any] | None:
+    """A health entry or dead letter (a JSON object with ``kind`` or ``error``), or None when it is not one."""
+    try:
+        obj = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(obj, dict) and "type" not in obj and ("kind" in obj or "error" in obj):
+        return obj
+    return None
 
 
 def _attr(m: Any, name: str) -> Any:
@@ -127,6 +146,8 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
         self.blocking_since: dict[str, float] = {}  # at-end topic-partition -> when it began to hold records back
         self.batch_size = batch_size
         self.names = [f"{t}:{p}" for t, p in tps]
+        # health entries and dead letters carry no event time: passed on as read, never holding the merge back
+        self.entries = {f"{t}:{p}" for t, p in tps if t.endswith(ENTRY_TOPICS)}
         self.tps = {f"{t}:{p}": (t, p) for t, p in tps}
         self.where = f"Kafka source partition {tps[0][1] if tps else ''}"
         self.consumer = Consumer({**conf, "enable.auto.commit": False, "enable.partition.eof": True})
@@ -159,6 +180,10 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
             self.at_end[name] = False
             self.blocking_since.pop(name, None)
             rec = decode_message(m)
+            if name in self.entries:
+                dead.append(rec)
+                self.next_offset[name] = int(m.offset() or 0) + 1
+                continue
             ts = event_time(rec)
             self.buffers[name].append((ts, int(m.offset() or 0), rec))
             if ts > self.latest.get(name, -1):
@@ -186,6 +211,8 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
         newest = max((buf[-1][0] for buf in self.buffers.values() if buf), default=-1)
         holding = []
         for n in self.names:
+            if n in self.entries:
+                continue
             latest = self.latest.get(n, -1)
             if not self.at_end[n]:
                 holding.append(latest)

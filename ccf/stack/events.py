@@ -120,12 +120,13 @@ class Recorder:
         return entry
 
     def _store_row(self, record: dict[str, Any]) -> None:
-        """The same record as a row of the store's health table (the features job reads no health topic)."""
+        """The same record as a row of the store's health table: written here too, since the features job that
+        would copy it from ``ccf.health`` may be the role that died (``seq`` makes both the same row)."""
         from ccf.settings import load_settings
         from ccf.store.sinks import write_health
 
         row = {k: record[k] for k in ("ts", "venue", "symbol", "kind", "value", "detail")}
-        write_health(load_settings(), [{**row, "detail": str(row["detail"])[:500], "seq": int(record["value"])}],
+        write_health(load_settings(), [{**row, "detail": str(row["detail"])[:500], "seq": record["seq"]}],
                      what=f"the {record['kind']} of {record['symbol']}")
 
     def _publish(self, role: str, kind: str, entry: dict[str, Any]) -> None:
@@ -133,7 +134,7 @@ class Recorder:
 
         detail = entry.get("last_error") or f"pid {entry.get('pid')}"
         record = health(kind, "stack", role, symbol=role, ts=entry["ts"], value=float(entry["restarts"]),
-                        detail=detail, exit_status=entry.get("exit_status"))
+                        detail=detail, exit_status=entry.get("exit_status"), seq=int(entry["restarts"]))
         try:
             producer = self._kafka()
             if producer is not None:

@@ -81,9 +81,11 @@ def health_rows(out: EngineOut) -> list[dict[str, Any]]:
             "symbol": p.get("symbol", ""),
             "kind": p.get("error", "problem"),
             "value": float(p.get("value", 1.0)),
-            "detail": str(p.get("reason", ""))[:500],
+            "detail": str(p.get("reason") or p.get("detail") or "")[:500],
         }
-        row["seq"] = _seq(f"{row}|{p.get('raw', '')}", seen)
+        # an entry that names its own seq (the stack's role events, also written to the store directly) keeps it,
+        # so both ways to the table upsert one row
+        row["seq"] = int(p["seq"]) if isinstance(p.get("seq"), int) else _seq(f"{row}|{p.get('raw', '')}", seen)
         rows.append(row)
     for rec in out.late:
         ts = int(getattr(rec, "ts_event", None) or getattr(rec, "fetched", 0) or 0)

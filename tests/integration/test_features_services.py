@@ -7,6 +7,7 @@ second run over the same topics from the beginning (a restart without state) add
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,9 @@ from bytewax.testing import TestingSink, run_main
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ccf.errors import ParseError
 from ccf.features.news import mentioned_bases
+from ccf.ingest.health import dead_letter, health
 from ccf.news import NewsPoller
 from ccf.news.sentiment import item_sentiment
 from ccf.schemas import BookTop, NewsItem, decode, encode, record_key
@@ -84,7 +87,7 @@ def isolated(settings: Settings, services: Any) -> Iterator[Settings]:
         }
     )
     admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers})
-    topics = [f"t{tag}.{t}" for t in ("book", "trades", "news", "features", "predictions", "scores")]
+    topics = [f"t{tag}.{t}" for t in ("book", "trades", "news", "health", "dlq", "features", "predictions", "scores")]
     for f in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics]).values():
         f.result(30)
     yield s
@@ -137,6 +140,17 @@ def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings,
     (market_partition,) = partitions
     for n in news:
         prod.produce(s.kafka.topic_prefix + "news", encode(n), key=NEWS_KEY.encode(), partition=market_partition)
+    # what the ingest job publishes beside the market: health entries (a reconnect, its lag report) and a dead letter
+    t_h = records[0].ts_event + 5 * 10**9
+    entries = {"health": [health("disconnected", "synthetic", "synthetic-0", ts=t_h, detail="closed 1006"),
+                          health("connected", "synthetic", "synthetic-0", ts=t_h + 10**9, session=2),
+                          health("role_died", "stack", "features", symbol="features", ts=t_h, value=1.0,
+                                 detail="exit 137", seq=1)],
+               "dlq": [dead_letter(ParseError("bad frame", venue="synthetic", symbol="ETH-USDT", raw="{"),
+                                   "synthetic-0", t_h)]}
+    for topic, items in entries.items():
+        for e in items:
+            prod.produce(s.kafka.topic_prefix + topic, json.dumps(e).encode(), key=b"synthetic:*")
     assert prod.flush(30) == 0
 
     # the reference: the same records through the same flow, in process
@@ -161,8 +175,13 @@ def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings,
         f = exp[key]
         assert abs(r[2] - f["mid"]) < 1e-9 and r[3] == f["trade_count"], (key, r, f)
         assert abs(r[4] - f["volume"]) < 1e-9 and abs(r[5] - f["ofi"]) < 1e-9, (key, r, f)
-    health = qdb(s.questdb.http_url, f'select kind, detail from "{s.questdb.table_prefix}health"')
-    assert any(k == "ParseError" for k, _ in health), health
+    health_rows = qdb(s.questdb.http_url, f'select kind, detail, venue, value, seq from "{s.questdb.table_prefix}health"')
+    assert any(k == "ParseError" and "JSON is malformed" in str(d) for k, d, *_ in health_rows), health_rows
+    # the ingest job's entries from ccf.health and ccf.dlq reach the table as the in-process connector's do
+    kinds = {(k, d, v) for k, d, v, *_ in health_rows}
+    assert {("disconnected", "closed 1006", "synthetic"), ("connected", "", "synthetic"),
+            ("ParseError", "bad frame", "synthetic")} <= kinds, health_rows
+    assert [r[3:] for r in health_rows if r[0] == "role_died"] == [[1.0, 1]]  # the stack's own seq: one row
     check_news(s, news)
 
     # the same rows came out on Kafka, decodable, keyed venue:SYMBOL
