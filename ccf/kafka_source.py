@@ -37,9 +37,9 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from ccf import stopping
 from ccf.errors import ParseError
-from ccf.schemas import NewsItem, decode
+from ccf.schemas import decode
 from ccf.settings import Settings
-from ccf.sources import NEWS_KEY, Chunk, chunk_by_key
+from ccf.sources import Chunk, chunk_by_key, chunk_in_time
 
 logger = logging.getLogger(__name__)
 
@@ -90,35 +90,6 @@ def _entry(value: bytes) -> dict[str, Any] | None:
 def _attr(m: Any, name: str) -> Any:
     v = getattr(m, name, None)
     return v() if callable(v) else v
-
-
-def chunk_in_time(records: list[Any]) -> list[Chunk]:
-    """Keyed chunks of released records, cut at news: the news go between the chunks of the records before and after
-    them, so a symbol's engine meets them where they are in time. (Without the cut, a batch's news would follow all
-    its market records: late for every window that the batch closed, a backlog's news all late.)
-
-    >>> from types import SimpleNamespace as R
-    >>> from ccf.schemas import NewsItem
-    >>> n = NewsItem(id="1", feed="f", title="t", link="", published=None, fetched=2)
-    >>> a, b = R(venue="v", symbol="A", ts_event=1), R(venue="v", symbol="B", ts_event=3)
-    >>> [(k, len(c)) for k, c in chunk_in_time([a, b, n, n, a, b])]
-    [('v:A', 1), ('v:B', 1), ('news:ALL', 2), ('v:A', 1), ('v:B', 1)]
-    """
-    cuts = [i for i, r in enumerate(records) if type(r) is NewsItem]
-    if not cuts:
-        return chunk_by_key(records)
-    chunks: list[Chunk] = []
-    start = 0
-    for i in [*cuts, len(records)]:
-        if i > start:
-            chunks += chunk_by_key(records[start:i])
-        if i < len(records):
-            if chunks and chunks[-1][0] == NEWS_KEY:
-                chunks[-1][1].append(records[i])
-            else:
-                chunks.append((NEWS_KEY, [records[i]]))
-        start = i + 1
-    return chunks
 
 
 def decode_messages(msgs: Iterable[Any]) -> list[Chunk]:
