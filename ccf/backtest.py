@@ -120,11 +120,11 @@ def run_backtest(
     elapsed = time.perf_counter() - t0
 
     rows = [r for o in sink.outs for r in o.rows]
-    if not rows:
+    if not any(r.book_valid for r in rows):
         from ccf.errors import DataFileError
 
-        raise DataFileError(f"{', '.join(map(str, inputs))}: no feature window from {counted.n} items: "
-                            f"{counted.why_empty()}")
+        what = f"{len(rows)} windows, none with a valid book" if rows else "no feature window"
+        raise DataFileError(f"{', '.join(map(str, inputs))}: {what} from {counted.n} items: {counted.why_empty()}")
     preds = [p for o in sink.outs for p in o.predictions]
     final: dict[tuple[str, str, str, int], Any] = {}
     for o in sink.outs:

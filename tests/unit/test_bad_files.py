@@ -105,3 +105,15 @@ def test_the_main_job_refuses_bad_settings_and_files_in_one_line(tmp_path: Path,
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("ccf: error: ") and says in last
+
+
+def test_a_capture_without_a_snapshot_says_so(tmp_path: Path) -> None:
+    with gzip.open(data_file(CAPTURE), "rt") as f:
+        depth = [line for line in f if "@depth" in line][:3000]  # diffs only: no book ever starts
+    path = tmp_path / "depth_only.gz"
+    path.write_bytes(gzip.compress("".join(depth).encode()))
+    out = _ccf("backtest", str(path), "-o", str(tmp_path / "out"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"ccf: error: {path}: 303 windows, none with a valid book from 3000 items: the capture has no book "
+        "snapshot, so no book ever starts (3000 BookDelta)")
