@@ -9,9 +9,11 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccf.schemas import BookDelta, BookSnapshot, BookTop, MarketRecord, Trade, format_decimal
-from ccf.synthetic import DEFAULT_START_NS, DEFAULT_STEP_NS, SyntheticVenue, imbalance
+from ccf.synthetic import DEFAULT_START_NS, DEFAULT_STEP_NS, SymbolSpec, SyntheticVenue, imbalance
 
 SYMBOLS = ["BTC-USDT", "ETH-USDT"]
 
@@ -54,20 +56,15 @@ def _decimals(x: float) -> int:
     return len(format_decimal(x).partition(".")[2])
 
 
-def test_book_is_sane_and_ids_contiguous() -> None:
-    """Replays the records into books: never crossed, always ``levels`` per side, a one-tick spread, ids
-    contiguous, the venue's own top equals the book's, prices on each symbol's tick grid, sizes on its lot grid,
-    and every trade on a level of the book it traded against: at the touch, or deeper in a sweep."""
-    levels = 12
-    venue = SyntheticVenue(SYMBOLS, seed=9, levels=levels)
-    ticks = {s: venue.specs[s].tick for s in SYMBOLS}
-    assert ticks == {"BTC-USDT": 0.1, "ETH-USDT": 0.01}
+def _replay(records: list[MarketRecord], ticks: dict[str, float], levels: int) -> dict[str, int]:
+    """Replays the records into books and checks every step: never crossed, always ``levels`` per side, a one-tick
+    spread, ids contiguous, only existing levels removed, the venue's own top equals the book's, prices on each
+    symbol's tick grid, sizes on its lot grid, and every trade on a level of the book it traded against (at the
+    touch, or deeper in a sweep) and no larger than it. Returns counts by kind."""
     books: dict[str, tuple[dict[float, float], dict[float, float]]] = {}
     last_id: dict[str, int] = {}
     last_ts: dict[str, int] = {}
     counts = {"trade": 0, "delta": 0, "top": 0, "deep_trade": 0}
-    records = venue.next_batch(60_000)
-    assert [type(r) for r in records[:2]] == [BookSnapshot, BookSnapshot]
     for rec in records:
         assert rec.ts_event >= last_ts.get(rec.symbol, 0)
         last_ts[rec.symbol] = rec.ts_event
@@ -119,10 +116,41 @@ def test_book_is_sane_and_ids_contiguous() -> None:
                 asks[best_ask],
             )
             assert rec.update_id == last_id[rec.symbol]
+    return counts
+
+
+def test_book_is_sane_and_ids_contiguous() -> None:
+    levels = 12
+    venue = SyntheticVenue(SYMBOLS, seed=9, levels=levels)
+    ticks = {s: venue.specs[s].tick for s in SYMBOLS}
+    assert ticks == {"BTC-USDT": 0.1, "ETH-USDT": 0.01}
+    records = venue.next_batch(60_000)
+    assert [type(r) for r in records[:2]] == [BookSnapshot, BookSnapshot]
+    counts = _replay(records, ticks, levels)
     assert counts["delta"] - counts["top"] in (0, 1)  # the batch may end between a delta and its top
     assert counts["top"] > 5_000
     assert counts["trade"] > 20_000
     assert counts["deep_trade"] > 1_000  # sweeps walk the book
+
+
+@settings(deadline=None, max_examples=40)  # shared machines: time is not what is tested here
+@given(
+    levels=st.integers(2, 20),
+    move_prob=st.floats(0.0, 0.9),
+    clustering=st.floats(0.0, 0.95),
+    jump_bps=st.floats(0.0, 20.0),
+    gap=st.floats(1.0, 8.0),
+    seed=st.integers(0, 2**32),
+)
+def test_the_book_stays_sane_for_any_parameters(
+    levels: int, move_prob: float, clustering: float, jump_bps: float, gap: float, seed: int
+) -> None:
+    """Jumps far beyond the book, contiguous or sparse ladders, two levels, a market that moves every step."""
+    spec = SymbolSpec(price=64000.0, tick=0.1, lot=0.001, size=1.0, deep=0.2, trade=0.05, gap=gap, jump_bps=jump_bps)
+    venue = SyntheticVenue(
+        ["X-USDT"], seed, levels=levels, move_prob=move_prob, clustering=clustering, specs={"X-USDT": spec}
+    )
+    _replay(venue.next_batch(3000), {"X-USDT": 0.1}, levels)
 
 
 def test_snapshot_matches_the_book_after_deltas() -> None:
