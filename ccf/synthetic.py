@@ -11,31 +11,31 @@ What it imitates (``tests/unit/test_synthetic.py`` holds the defaults to bands a
     3000 s each, the same statistics of the book top at the end of each second; mean and range)::
 
         statistic (1 s windows)               real BTCUSDT          synthetic BTC-USDT
-        std of mid log-returns                0.47 bp               0.47 bp (0.44–0.49)
-        seconds with no mid change            76 %                  77 % (75–79)
+        std of mid log-returns                0.47 bp               0.49 bp (0.47–0.50)
+        seconds with no mid change            76 %                  77 % (75–78)
         median spread                         0.0156 bp (1 tick)    0.0156 bp (always 1 tick)
-        trades per second: mean, median, p90  22.3, 8, 59           24.9, 8, 71
-        mean trade size                       0.105 BTC             0.129 BTC
-        median size at the touch              12.0 BTC              12.9 BTC
-        kurtosis of returns                   12.5                  22 (17–25)
-        autocorrelation of |r|, lags 1..10    .26 .18 .06 -.02 .08  .26 .23 .20 .20 .17
-                                              .05 .03 .03 -.03 -.01 .15 .14 .11 .12 .12
-        autocorrelation of r, lag 1           +0.28                 0.00 (a random walk, see below)
-        corr(imbalance, next 1 s return)      0.39                  0.10 (alpha = 0.8)
+        trades per second: mean, median, p90  22.3, 8, 59           25.8, 8, 74
+        mean trade size                       0.105 BTC             0.113 BTC
+        median size at the touch              12.0 BTC              13.0 BTC
+        kurtosis of returns                   12.5                  21 (16–24)
+        autocorrelation of |r|, lags 1..10    .26 .18 .06 -.02 .08  .27 .26 .23 .20 .18
+                                              .05 .03 .03 -.03 -.01 .16 .15 .14 .15 .12
+        autocorrelation of r, lag 1           +0.28                 -0.01 (a random walk, see below)
+        corr(imbalance, next 1 s return)      0.39                  0.06–0.10 (alpha = 0.8)
 
     The real spread is one tick (0.1) at every window end and in 97.7 % of bookTicker updates; the levels behind
     the touch are thin (the 5 best levels hold 13.7 BTC, the touch alone 12.0) and sparse (gaps of a few ticks); when
     the mid moves, it jumps (in the 4 % of 100 ms intervals that move it, by a median 21 ticks, rms 38). ETHUSDT
     USD-M over the same minutes: 0.58 bp, 74 % still seconds, spread 0.029 bp (1 tick of 0.01), 28 trades/s
-    (median 8) of 0.79 ETH, 75 ETH at the touch, |r| autocorrelation .19 .20 .04; the default ETH-USDT gives 0.53 bp,
-    76 %, 0.029 bp, 25 (median 8.5) of 0.91 ETH, 77 ETH, .25 .23 .21. Spot BTCUSDT (2023-04-05, 7 min, tick 0.01 at
+    (median 8) of 0.79 ETH, 75 ETH at the touch, |r| autocorrelation .19 .20 .04; the default ETH-USDT gives 0.50 bp,
+    77 %, 0.029 bp, 23 (median 8) of 0.80 ETH, 80 ETH, .24 .20 .20. Spot BTCUSDT (2023-04-05, 7 min, tick 0.01 at
     28 k) is quieter still: 0.27 bp, 92 % still seconds, 0.0036 bp, 7.6 trades/s. The volatility clustering here
-    decays more slowly than in the capture (about 0.1 at lags 8–10 s, where the capture is near 0; 480 seconds do
+    decays more slowly than in the capture (0.1–0.15 at lags 8–10 s, where the capture is near 0; 480 seconds do
     not pin that tail down), and the capture's momentum (lag-1 return autocorrelation) is left out on purpose:
     with ``alpha=0`` nothing predicts the direction. SOL-USDT has no capture here; its numbers are set by analogy.
     Through the features flow itself (``make run`` at speed 0, seed 7, 30 minutes of event time, the ``features``
-    table): BTC-USDT 0.44 bp, 79 % still seconds, 0.0157 bp, 22.3 trades/s (median 7) of 0.127 BTC, 13.4 BTC at the
-    touch, |r| autocorrelation .23 .24 .18; ETH-USDT 0.52 bp, 76 %, 0.0294 bp, 24.2 trades/s. Before this
+    table): BTC-USDT 0.45 bp, 79 % still seconds, 0.0157 bp, 22.2 trades/s (median 7) of 0.112 BTC, 13.6 BTC at the
+    touch, |r| autocorrelation .24 .24 .17; ETH-USDT 0.56 bp, 75 %, 0.0294 bp, 26.4 trades/s. Before this
     calibration BTC-USDT sat at 60 k with a 0.01 tick and moved one tick at a time: 0.0017 bp per second.
 
 The book
@@ -75,11 +75,12 @@ One step (per symbol, every ``step_ns``)
     since takers lean the same way.
 
     Measured (``tests/unit/test_synthetic.py``, ETH-USDT): regressing the next 1 s mid log-return on the
-    end-of-second ``I`` over 6000 s gives a correlation of about 0.07 at ``alpha=0.5``, 0.10 at the default 0.8
-    (t = 6.5–8.6 over three seeds) and 0.14 at 1.0; at ``alpha=0`` the slope's t stays within ±1 over six seeds.
+    end-of-second ``I`` over 6000 s gives a correlation of about 0.06 at ``alpha=0.5``, 0.09 at the default 0.8
+    (t = 6.2–7.9 over three seeds) and 0.12 at 1.0; at ``alpha=0`` the slope's t stays within ±1 over six seeds.
     Jumps and clustered activity make returns heavy-tailed, which is why the correlation is below the capture's.
-    About 0.5 M records/s in pure Python (0.4 M before this calibration, on the same machine; a simulated second
-    now holds about 27 records per symbol, so some 3,000–6,000 simulated seconds per second for two symbols).
+    About 0.45–0.55 M records/s in pure Python (0.4–0.5 M before this calibration, same machine and load); a
+    simulated second now holds about 43 records per symbol (31 before), so about 6,000 simulated seconds per second
+    for two symbols (7,900 before).
 
 Records per step and symbol: the trades (``ts_event`` spread inside the step), one :class:`BookDelta` of every
 level that changed (``first_update_id = previous last_update_id + 1``, one id per changed level, like Binance
@@ -131,8 +132,8 @@ _MAX_MOVE_PROB: Final = 0.9
 
 
 DEFAULT_SPECS: Final = {
-    "BTC-USDT": SymbolSpec(price=64000.0, tick=0.1, lot=0.001, size=16.0, deep=0.3, trade=0.1, jump_bps=0.55),
-    "ETH-USDT": SymbolSpec(price=3400.0, tick=0.01, lot=0.001, size=100.0, deep=2.0, trade=0.8, jump_bps=0.6),
+    "BTC-USDT": SymbolSpec(price=64000.0, tick=0.1, lot=0.001, size=16.0, deep=0.3, trade=0.08, jump_bps=0.55),
+    "ETH-USDT": SymbolSpec(price=3400.0, tick=0.01, lot=0.001, size=100.0, deep=2.0, trade=0.65, jump_bps=0.6),
     "SOL-USDT": SymbolSpec(price=150.0, tick=0.01, lot=0.01, size=800.0, deep=40.0, trade=10.0, jump_bps=0.8),
 }
 
