@@ -235,6 +235,26 @@ class FeatureSettings(_Section):
     """windows in the rolling volatility"""
     mode: Literal["book", "kline"] = "book"
     """book (order-book and trade windows) or kline (1-minute bars)"""
+    feature_set: Literal["book", "seed"] = "book"
+    """book (book.v1) or seed (seed.v1: book.v1 and the original CCF's level deltas, VWAPs and mid EMAs; window_s
+    defaults to 3 with it)"""
+    vwap_quantities: list[float] = Field(default_factory=lambda: [1.0, 10.0, 50.0])
+    """seed set: quantities (base units) whose buy/sell VWAP walking the book is a feature; JSON list"""
+    ema_spans: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    """seed set: spans (windows) of the mid EMAs; JSON list"""
+
+    @field_validator("vwap_quantities", "ema_spans")
+    @classmethod
+    def _positive_list(cls, v: list[Any]) -> list[Any]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"must be a list of positive numbers; got {v}")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _seed_windows(self) -> FeatureSettings:
+        if self.feature_set == "seed" and "window_s" not in self.model_fields_set:
+            self.window_s = 3.0  # the original CCF's windows
+        return self
 
 
 class ForecastSettings(_Section):

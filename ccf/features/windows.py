@@ -17,6 +17,8 @@ Windows are tumbling, aligned to the epoch, ``[start, end)`` in venue time (ns).
   ``news_sentiment`` is the mean sentiment (:mod:`ccf.news.sentiment`, in [-1, 1]) of the window's items, NaN when
   it has none. A news item comes as ``(item, sentiment)`` (the flow scores each item once,
   :func:`ccf.features.news.route_news`) or bare (scored here).
+- The short-horizon signals (multi-level OFI, trade-flow imbalance, queue depletion, scaled inputs) are in
+  :mod:`ccf.features.signals`; ``feature_set = "seed"`` adds the original CCF's level features (:mod:`ccf.features.seed`).
 - A book that is not whole (before its first snapshot, after a gap or checksum failure until resynced) gives
   ``book_valid = False`` and NaN book features; ``epoch`` counts resyncs. A window with a book update that met a book not
   whole (buffered before a snapshot, or the one that broke it) has book features (the book at its end) but
@@ -36,8 +38,10 @@ from typing import Any, Protocol
 from ccf.errors import DataError
 from ccf.features.book import book_feature_names, book_features
 from ccf.features.news import news_sentiment
-from ccf.features.ofi import OrderFlowImbalance
+from ccf.features.ofi import OFI_LEVELS, MultiLevelOFI
 from ccf.features.returns import RealizedVol, log_return
+from ccf.features.seed import EMA_SPANS, SEED_SET, SEED_VWAP_DEPTH, VWAP_QUANTITIES, SeedFeatures, seed_feature_names
+from ccf.features.signals import SIGNAL_FEATURES, Signals
 from ccf.features.trades import TRADE_FEATURES, TradeFlow
 from ccf.schemas import BookDelta, BookSnapshot, FeatureRow, Level, NewsItem, Trade
 
@@ -45,6 +49,8 @@ FEATURE_SET = "book.v1"
 MAX_WAITING_NEWS = 10_000
 """News items kept for a symbol whose first market record has not come yet (the oldest go late beyond that)."""
 NAN = math.nan
+_Snap = tuple[bool, int, dict[str, float], int, list[Level], list[Level]]
+"""The book captured at a window end: whole?, epoch, book features, last unknown-book time, its best levels."""
 
 
 class BookKeeper(Protocol):
@@ -68,8 +74,10 @@ class BookKeeper(Protocol):
 def feature_names(levels: Sequence[int] = (1, 5, 10)) -> list[str]:
     """Every feature column of :data:`FEATURE_SET`, in order.
 
-    >>> feature_names((1,))[-7:]
+    >>> feature_names((1,))[-7 - len(SIGNAL_FEATURES) : -len(SIGNAL_FEATURES)]
     ['mid_logret', 'realized_vol', 'news_count', 'news_sentiment', 'book_events', 'carried', 'late_trades']
+    >>> feature_names((1,))[-len(SIGNAL_FEATURES):][:5]
+    ['ofi_l2', 'ofi_l3', 'ofi_l4', 'ofi_l5', 'ofi_depth']
     """
     return [
         *book_feature_names(levels),
@@ -82,7 +90,14 @@ def feature_names(levels: Sequence[int] = (1, 5, 10)) -> list[str]:
         "book_events",
         "carried",
         "late_trades",
+        *SIGNAL_FEATURES,
     ]
+
+
+def row_names(cfg: WindowConfig) -> list[str]:
+    """Every feature column of the rows ``cfg`` makes: :func:`feature_names`, and the seed set's when chosen."""
+    seed = seed_feature_names(cfg.vwap_quantities, cfg.ema_spans) if cfg.seed else []
+    return feature_names(cfg.levels) + seed
 
 
 def window_start(ts: int, width: int) -> int:
@@ -103,6 +118,10 @@ class WindowConfig:
     max_gap_ns: int = 3_600_000_000_000
     """A jump forward in event time larger than this restarts the windows (reported) instead of filling the gap
     with empty rows: a symbol silent for an hour, or two clocks that disagree."""
+    seed: bool = False
+    """rows of :data:`ccf.features.seed.SEED_SET` (every column of :data:`FEATURE_SET` and the seed's) instead"""
+    vwap_quantities: tuple[float, ...] = VWAP_QUANTITIES
+    ema_spans: tuple[int, ...] = EMA_SPANS
 
 
 @dataclass
@@ -110,7 +129,7 @@ class _Open:
     """What an open window has gathered so far."""
 
     trades: TradeFlow = field(default_factory=TradeFlow)
-    ofi: float = 0.0
+    ofi: list[float] = field(default_factory=lambda: [0.0] * OFI_LEVELS)  # per book level, best first
     book_events: int = 0
     news: int = 0
     sentiment: float = 0.0  # sum over the window's news items
@@ -128,14 +147,18 @@ class SymbolWindows:
         self.symbol = symbol
         self.book = book
         self.cfg = config or WindowConfig()
-        self._depth = max(self.cfg.levels)
+        seed = self.cfg.seed
+        self._depth = max(*self.cfg.levels, OFI_LEVELS, SEED_VWAP_DEPTH if seed else 0)
+        self._set = SEED_SET if seed else FEATURE_SET
+        self.seed = SeedFeatures(self.cfg.vwap_quantities, self.cfg.ema_spans) if seed else None
+        self.signals = Signals(self.cfg.vol_windows)
         self.max_ts: int | None = None
         self.next_end: int | None = None  # end of the oldest open window
         self.book_end: int | None = None  # next boundary at which the book is captured
-        self.captured: dict[int, tuple[bool, int, dict[str, float], int]] = {}
+        self.captured: dict[int, _Snap] = {}
         self.unknown_at = -1  # event time of the last book update that met a book that was not whole
         self.open: dict[int, _Open] = {}
-        self.ofi = OrderFlowImbalance()
+        self.ofi = MultiLevelOFI(OFI_LEVELS)
         self.vol = RealizedVol(self.cfg.vol_windows)
         self.last_mid = NAN
         self.late_trades = 0
@@ -217,11 +240,11 @@ class SymbolWindows:
             win = self.open[start] = _Open()
         return win
 
-    def _capture(self) -> tuple[bool, int, dict[str, float], int]:
+    def _capture(self) -> _Snap:
         if self.book.valid:
             bids, asks = self.book.top(self._depth)
-            return True, self.book.epoch, book_features(bids, asks, self.cfg.levels), self.unknown_at
-        return False, self.book.epoch, dict.fromkeys(book_feature_names(self.cfg.levels), NAN), 0
+            return True, self.book.epoch, book_features(bids, asks, self.cfg.levels), self.unknown_at, bids, asks
+        return False, self.book.epoch, dict.fromkeys(book_feature_names(self.cfg.levels), NAN), 0, [], []
 
     def _restart(self, ts: int, rows: list[FeatureRow], on_problem: Callable[[Any, int], None] | None) -> None:
         """Event time jumped past ``max_gap_ns``: close what is open, then start windows afresh at ``ts``."""
@@ -231,6 +254,9 @@ class SymbolWindows:
         w = self.cfg.width_ns
         self.next_end = self.book_end = window_start(ts, w) + w
         self.captured.clear()
+        self.signals.forget()
+        if self.seed is not None:
+            self.seed.forget()
         self.open = {k: v for k, v in self.open.items() if k >= self.next_end - w}
         self.max_ts = None
         if on_problem is not None:
@@ -271,8 +297,8 @@ class SymbolWindows:
             self.unknown_at = max(self.unknown_at, ts)
             if was_valid:  # this event found the book broken: what was lost may be of the windows it is first past
                 for end in closed:
-                    ok, epoch, feats, _ = self.captured[end]
-                    self.captured[end] = (ok, epoch, feats, ts)
+                    ok, epoch, feats, _, bids, asks = self.captured[end]
+                    self.captured[end] = (ok, epoch, feats, ts, bids, asks)
         if not self.book.valid:
             self.ofi.forget()
             return
@@ -280,17 +306,15 @@ class SymbolWindows:
             self.ofi.forget()
         if late or not clocked:
             if not was_valid:  # a snapshot made the book whole: the next update's flow is measured from its top
-                bids, asks = self.book.top(1)
+                bids, asks = self.book.top(OFI_LEVELS)
                 if bids and asks:
-                    self.ofi.update(bids[0][0], bids[0][1], asks[0][0], asks[0][1])
+                    self.ofi.update(bids, asks)
             return
         win = self._window(ts)
         win.book_events += 1
-        bids, asks = self.book.top(1)
+        bids, asks = self.book.top(OFI_LEVELS)
         if bids and asks:
-            before = self.ofi.get()
-            self.ofi.update(bids[0][0], bids[0][1], asks[0][0], asks[0][1])
-            win.ofi += self.ofi.get() - before
+            self.ofi.update(bids, asks, win.ofi)
 
     def _close_until(self, watermark: int, rows: list[FeatureRow]) -> None:
         w = self.cfg.width_ns
@@ -303,12 +327,12 @@ class SymbolWindows:
                 snap = self._capture()
                 if self.book_end <= end:
                     self.book_end = end + w
-            valid, epoch, feats, unknown_at = snap
+            valid, epoch, feats, unknown_at, bids, asks = snap
             # a book update of this window met a book that was not whole: its book flow (OFI, events) is partial
             valid = valid and unknown_at < start
             win = self.open.pop(start, None) or _Open()
             row = dict(feats)
-            row["ofi"] = win.ofi
+            row["ofi"] = win.ofi[0]
             row.update(win.trades.get())
             mid = feats["mid"]
             r = log_return(self.last_mid, mid)
@@ -322,13 +346,17 @@ class SymbolWindows:
             row["book_events"] = float(win.book_events)
             row["carried"] = 1.0 if win.book_events == 0 and win.trades.count == 0 else 0.0
             row["late_trades"] = float(self.late_trades)
+            tf = win.trades
+            self.signals.close(row, win.ofi, bids, asks, tf.volume - tf.buy_volume, tf.buy_volume)
+            if self.seed is not None:
+                self.seed.close(row, bids, asks)
             rows.append(
                 FeatureRow(
                     venue=self.venue,
                     symbol=self.symbol,
                     window_start=start,
                     window_end=end,
-                    feature_set=FEATURE_SET,
+                    feature_set=self._set,
                     book_valid=valid,
                     epoch=epoch,
                     features=row,

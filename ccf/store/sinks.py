@@ -27,6 +27,7 @@ from ccf.store.tables import (
     SCORES,
     Table,
     feature_row_values,
+    feature_set_columns,
     features_table,
     news_values,
     prediction_values,
@@ -47,7 +48,7 @@ class Writer(Protocol):
 
 def all_tables(settings: Settings) -> list[Table]:
     return [
-        features_table(settings.features.depth_levels),
+        features_table(settings.features.depth_levels, feature_set_columns(settings.features)),
         predictions_table(settings.forecast.quantiles),
         SCORES,
         HEALTH,

@@ -17,8 +17,10 @@ from typing import Any
 
 from ccf.features.klines import KLINE_FEATURES
 from ccf.features.news import mentioned_bases
+from ccf.features.seed import seed_feature_names
 from ccf.features.windows import feature_names
 from ccf.schemas import FeatureRow, NewsItem, Prediction, Score
+from ccf.settings import FeatureSettings
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ def quantile_column(q: float) -> str:
     return f"q{pct}"
 
 
-def features_table(levels: Sequence[int] = (1, 5, 10)) -> Table:
+def features_table(levels: Sequence[int] = (1, 5, 10), extra: Sequence[str] = ()) -> Table:
+    """The features table; ``extra``: the columns a feature set adds (the seed set's, when the settings choose it)."""
     cols: list[tuple[str, str]] = [
         ("window_start", "ts"),
         ("window_end", "ts"),
@@ -52,8 +55,16 @@ def features_table(levels: Sequence[int] = (1, 5, 10)) -> Table:
     ]
     names = feature_names(levels)
     names += [k for k in KLINE_FEATURES if k not in names]  # kline-mode rows fill these; book rows leave them null
+    names += [k for k in extra if k not in names]
     cols += [(name, "float") for name in names]
     return Table("features", tuple(cols), "window_start", ("window_start", "venue", "symbol"))
+
+
+def feature_set_columns(features: FeatureSettings) -> list[str]:
+    """The columns the chosen feature set adds to :func:`features_table`'s (none for ``book``)."""
+    if features.feature_set == "seed":
+        return seed_feature_names(features.vwap_quantities, features.ema_spans)
+    return []
 
 
 def predictions_table(quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> Table:
