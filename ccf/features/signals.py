@@ -9,7 +9,7 @@ at the window's start (the previous window's end book) and end. Columns (:data:`
 - ``bid_depletion`` / ``ask_depletion``: ``1 - q_end(p0) / q0``, where ``p0, q0`` are the best bid (ask) price and
   size at the window start and ``q_end(p0)`` the size at ``p0`` at its end (0 when the price traded through or the
   level emptied). 1: the start queue is gone; < 0: it grew. NaN without both books, or when ``p0`` is deeper than
-  the levels kept.
+  the :data:`DEPLETION_DEPTH` levels kept.
 - ``bid_consumed`` / ``ask_consumed``: taker sell (buy) volume of the window over ``q0``: the share of the start
   touch queue that trades took (can exceed 1 when the price moved through it).
 - ``ret_z``: ``mid_logret / realized_vol``; ``ofi_z``, ``ofi_depth_z``: ``ofi`` (``ofi_depth``) over the root mean
@@ -51,6 +51,8 @@ SIGNAL_FEATURES = (
     "ofi_depth_z",
 )
 """Columns that came after ``book.v1``'s first release: they go last in a row (``ofi`` keeps its place)."""
+DEPLETION_DEPTH = 50
+"""Levels per side of each window's end book kept for the depletion look-up (a start touch price deeper: NaN)."""
 _WEIGHTS = depth_weights(OFI_LEVELS)
 
 

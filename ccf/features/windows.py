@@ -41,7 +41,7 @@ from ccf.features.news import news_sentiment
 from ccf.features.ofi import OFI_LEVELS, MultiLevelOFI
 from ccf.features.returns import RealizedVol, log_return
 from ccf.features.seed import EMA_SPANS, SEED_SET, SEED_VWAP_DEPTH, VWAP_QUANTITIES, SeedFeatures, seed_feature_names
-from ccf.features.signals import SIGNAL_FEATURES, Signals
+from ccf.features.signals import DEPLETION_DEPTH, SIGNAL_FEATURES, Signals
 from ccf.features.trades import TRADE_FEATURES, TradeFlow
 from ccf.schemas import BookDelta, BookSnapshot, FeatureRow, Level, NewsItem, Trade
 
@@ -148,7 +148,7 @@ class SymbolWindows:
         self.book = book
         self.cfg = config or WindowConfig()
         seed = self.cfg.seed
-        self._depth = max(*self.cfg.levels, OFI_LEVELS, SEED_VWAP_DEPTH if seed else 0)
+        self._depth = max(*self.cfg.levels, OFI_LEVELS, DEPLETION_DEPTH, SEED_VWAP_DEPTH if seed else 0)
         self._set = SEED_SET if seed else FEATURE_SET
         self.seed = SeedFeatures(self.cfg.vwap_quantities, self.cfg.ema_spans) if seed else None
         self.signals = Signals(self.cfg.vol_windows)

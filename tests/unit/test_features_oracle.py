@@ -2,13 +2,15 @@
 
 The oracle rebuilds the book with a plain dict (no shared code with ccf.book), takes the top of book after the last
 book event strictly before each window end (``merge_asof``), aggregates trades by window with ``groupby``, and
-recomputes OFI, returns and volatility with vectorised pandas. Real headlines (the shared CoinDesk feed) are spread
+recomputes OFI (at the touch and at levels 2-5), returns, volatility, trade-flow imbalance, queue depletion and the
+scaled inputs with vectorised pandas. Real headlines (the shared CoinDesk feed) are spread
 over the capture by fetched time: ``news_count`` and ``news_sentiment`` against a ``groupby`` over VADER called
 directly.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from ccf.capture.readers import read_records
 from ccf.engine import EngineConfig, SymbolEngine
 from ccf.features.bookkeeper import SyncedBook
 from ccf.features.news import scored
+from ccf.features.signals import DEPLETION_DEPTH, SIGNAL_FEATURES
 from ccf.features.windows import WindowConfig, feature_names
 from ccf.news.parse import parse_feed
 from ccf.schemas import BookDelta, BookSnapshot, NewsItem, Trade
@@ -35,8 +38,8 @@ def data_dir(session_env: dict[str, str]) -> Path:
     return Path(session_env.get("CCF_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
-def _engine_rows(records: list, window_ns: int) -> pd.DataFrame:
-    cfg = EngineConfig(window=WindowConfig(width_ns=window_ns, lateness_ns=5 * W), models=())
+def _engine_rows(records: list, window_ns: int, seed: bool = False) -> pd.DataFrame:
+    cfg = EngineConfig(window=WindowConfig(width_ns=window_ns, lateness_ns=5 * W, seed=seed), models=())
     eng = SymbolEngine("binance", "ETH-USDT", SyncedBook("binance", "ETH-USDT"), cfg)
     rows = []
     for i in range(0, len(records), 777):  # arbitrary batch edges must not matter
@@ -74,7 +77,10 @@ def _news_oracle(news: list[NewsItem], window_ns: int) -> pd.DataFrame:
     return df.groupby("window_end").agg(news_count=("s", "size"), news_sentiment=("s", "mean")).reset_index()
 
 
-def _oracle(records: list, window_ns: int, first_start: int, last_end: int) -> pd.DataFrame:
+def _tops(records: list, deep: int = 0) -> pd.DataFrame:
+    """The book after every book event, rebuilt with plain dicts: the best 10 levels as columns ``bp1, bs1, ap1,
+    az1, ...`` (NaN price, size 0 where a side has fewer), their depth sums, and with ``deep`` the best ``deep``
+    levels of each side as arrays (``bl``, ``al``)."""
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
     pending: list[BookDelta] = []
@@ -101,15 +107,84 @@ def _oracle(records: list, window_ns: int, first_start: int, last_end: int) -> p
                     else:
                         side[p] = s
             last_id = d.last_update_id
-        tb = sorted(bids.items(), reverse=True)[:10]
-        ta = sorted(asks.items())[:10]
-        tops.append({"ts": rec.ts_event, "bp": tb[0][0], "bs": tb[0][1], "ap": ta[0][0], "as_": ta[0][1],
-                     **{f"db{n}": sum(s for _, s in tb[:n]) for n in (1, 5, 10)},
-                     **{f"da{n}": sum(s for _, s in ta[:n]) for n in (1, 5, 10)}})
-    book = pd.DataFrame(tops)
+        tb = sorted(bids.items(), reverse=True)[: max(deep, 10)]
+        ta = sorted(asks.items())[: max(deep, 10)]
+        top = {"ts": rec.ts_event, "bp": tb[0][0], "bs": tb[0][1], "ap": ta[0][0], "as_": ta[0][1],
+               **{f"db{n}": sum(s for _, s in tb[:n]) for n in (1, 5, 10)},
+               **{f"da{n}": sum(s for _, s in ta[:n]) for n in (1, 5, 10)}}
+        for m in range(10):
+            top[f"bp{m + 1}"], top[f"bs{m + 1}"] = tb[m] if m < len(tb) else (np.nan, 0.0)
+            top[f"ap{m + 1}"], top[f"az{m + 1}"] = ta[m] if m < len(ta) else (np.nan, 0.0)
+        if deep:
+            top["bl"], top["al"] = np.array(tb[:deep]), np.array(ta[:deep])
+        tops.append(top)
+    return pd.DataFrame(tops)
+
+
+def _at_ends(book: pd.DataFrame, window_ns: int, first_start: int, last_end: int) -> pd.DataFrame:
+    """The book after the last book event strictly before each window end."""
     ends = pd.DataFrame({"window_end": np.arange(first_start + window_ns, last_end + 1, window_ns, dtype=np.int64)})
-    at = pd.merge_asof(ends, book.rename(columns={"ts": "window_end"}).astype({"window_end": np.int64}),
-                       on="window_end", allow_exact_matches=False)
+    return pd.merge_asof(ends, book.rename(columns={"ts": "window_end"}).astype({"window_end": np.int64}),
+                         on="window_end", allow_exact_matches=False)
+
+
+def _level_flow(book: pd.DataFrame, m: int) -> pd.Series:
+    """Cont et al.'s e at level ``m`` between consecutive books (a missing level: price NaN, size 0)."""
+    prev = book.shift(1)
+    bp, bs, pbp, pbs = book[f"bp{m}"], book[f"bs{m}"], prev[f"bp{m}"], prev[f"bs{m}"]
+    ap, az, pap, paz = book[f"ap{m}"], book[f"az{m}"], prev[f"ap{m}"], prev[f"az{m}"]
+    e_bid = np.select([bp > pbp, bp == pbp, bp < pbp], [bs, bs - pbs, -pbs], bs - pbs)
+    e_ask = np.select([ap < pap, ap == pap, ap > pap], [az, az - paz, -paz], az - paz)
+    e = pd.Series(e_bid - e_ask)
+    e.iloc[0] = 0.0  # the first book is a reference only
+    return e
+
+
+def _depletion(at: pd.DataFrame, side: str) -> pd.Series:
+    """``1 - size now at the previous window end's touch price / its size then``, looked up in the kept levels."""
+    levels = at.bl if side == "bid" else at.al
+    out = []
+    for prev, now in itertools.pairwise([None, *levels]):
+        if not isinstance(prev, np.ndarray) or not isinstance(now, np.ndarray):
+            out.append(np.nan)
+            continue
+        p0, q0 = prev[0]
+        sizes = dict(zip(now[:, 0], now[:, 1], strict=True))
+        if p0 in sizes:
+            out.append(1.0 - sizes[p0] / q0)
+        elif now[:, 0].min() <= p0 <= now[:, 0].max() or (p0 > now[0, 0] if side == "bid" else p0 < now[0, 0]):
+            out.append(1.0)  # an emptied level between two kept ones, or the touch moved through it
+        else:
+            out.append(np.nan)  # deeper than the kept levels
+    return pd.Series(out)
+
+
+def _signals(out: pd.DataFrame, book: pd.DataFrame, at: pd.DataFrame, tr: pd.DataFrame) -> pd.DataFrame:
+    """The ``ccf.features.signals`` columns (and trade-flow imbalance) of the oracle's windows."""
+    flows = pd.DataFrame({f"ofi_l{m}": _level_flow(book, m) for m in range(1, 6)})
+    flows["window_end"] = book.window_end
+    levels = flows.groupby("window_end").sum()
+    out = out.merge(levels, on="window_end", how="left")
+    out[list(levels.columns)] = out[list(levels.columns)].fillna(0.0)
+    assert np.allclose(out.ofi_l1, out.ofi)  # level 1 is the touch OFI, computed two ways
+    w = 1.0 / np.arange(1, 6)
+    out["ofi_depth"] = sum((w[m - 1] / w.sum()) * out[f"ofi_l{m}"] for m in range(1, 6))
+    for col, src in (("ofi_z", "ofi"), ("ofi_depth_z", "ofi_depth")):
+        rms = np.sqrt((out[src] ** 2).rolling(20, min_periods=1).mean())
+        out[col] = (out[src] / rms).where(rms > 0, 0.0)
+    out["tfi_volume"] = ((2 * out.buy_volume - out.volume) / out.volume).where(out.volume > 0, 0.0)
+    out["tfi_count"] = ((2 * out.buy_count - out.trade_count) / out.trade_count).where(out.trade_count > 0, 0.0)
+    out["micro_dev_bps"] = (out.microprice - out.mid) / out.mid * 1e4
+    for side, taker, size in (("bid", out.volume - out.buy_volume, at.bs1), ("ask", out.buy_volume, at.az1)):
+        out[f"{side}_depletion"] = _depletion(at, side).to_numpy()
+        start = size.shift(1).where(at.bp1.notna() & at.bp1.shift(1).notna())
+        out[f"{side}_consumed"] = (taker / start.to_numpy()).to_numpy()
+    return out
+
+
+def _oracle(records: list, window_ns: int, first_start: int, last_end: int) -> pd.DataFrame:
+    book = _tops(records, deep=DEPLETION_DEPTH)
+    at = _at_ends(book, window_ns, first_start, last_end)
     out = pd.DataFrame({"window_end": at.window_end})
     out["best_bid"], out["best_ask"] = at.bp, at.ap
     out["mid"] = (at.bp + at.ap) / 2
@@ -132,13 +207,15 @@ def _oracle(records: list, window_ns: int, first_start: int, last_end: int) -> p
     tr["window_end"] = tr.ts - tr.ts % window_ns + window_ns
     tr["notional"] = tr.p * tr.q
     tr["bq"] = tr.q.where(tr.buy, 0.0)
+    tr["bn"] = tr.buy.astype(float)
     g = tr.groupby("window_end").agg(trade_count=("q", "size"), volume=("q", "sum"), notional=("notional", "sum"),
-                                     buy_volume=("bq", "sum"))
+                                     buy_volume=("bq", "sum"), buy_count=("bn", "sum"))
     out = out.merge(g, on="window_end", how="left")
-    out[["trade_count", "volume", "notional", "buy_volume"]] = out[
-        ["trade_count", "volume", "notional", "buy_volume"]].fillna(0.0)
+    sums = ["trade_count", "volume", "notional", "buy_volume", "buy_count"]
+    out[sums] = out[sums].fillna(0.0)
     out["vwap"] = out.notional / out.volume.where(out.volume > 0)
     out["signed_volume"] = 2 * out.buy_volume - out.volume
+    out = _signals(out, book, at, tr)
     news = [r for r in records if isinstance(r, NewsItem)]
     out = out.merge(_news_oracle(news, window_ns), on="window_end", how="left")
     out["news_count"] = out.news_count.fillna(0.0)  # news_sentiment stays NaN in windows without news
@@ -163,18 +240,23 @@ def test_online_features_equal_pandas_batch_on_real_ethusdt(data_dir: Path, wind
     # returns and volatility run over the valid windows (contiguous from the first one)
     merged["mid_logret_oracle"] = np.log(merged.mid_oracle / merged.mid_oracle.shift(1))
     merged["realized_vol_oracle"] = np.sqrt((merged.mid_logret_oracle**2).rolling(20, min_periods=1).mean())
-    oracle["mid_logret"] = oracle["realized_vol"] = np.nan
+    z = merged.mid_logret_oracle / merged.realized_vol_oracle
+    merged["ret_z_oracle"] = z.where(merged.realized_vol_oracle > 0, 0.0)
+    oracle["mid_logret"] = oracle["realized_vol"] = oracle["ret_z"] = np.nan
     checked = [c for c in oracle.columns if c != "window_end" and c in feature_names()]
-    assert len(checked) >= 20
+    assert len(checked) >= 20 and set(SIGNAL_FEATURES) <= set(checked)
     for col in checked:
         got, want = merged[col].to_numpy(float), merged[f"{col}_oracle"].to_numpy(float)
-        if col in ("mid_logret", "realized_vol"):  # the first valid window has no previous mid in either
+        if col in ("mid_logret", "realized_vol", "ret_z"):  # the first valid window has no previous mid in either
             got, want = got[1:], want[1:]
         both_nan = np.isnan(got) & np.isnan(want)
         close = np.isclose(got, want, rtol=1e-9, atol=1e-9) | both_nan
         assert close.all(), f"{col}: first mismatch at {np.argmin(close)}: {got[~close][:3]} vs {want[~close][:3]}"
     # the capture moves: these features are not trivially constant
     assert merged.trade_count.sum() > 10_000 and merged.ofi.abs().sum() > 0 and merged.mid.nunique() > 50
+    assert all(merged[f"ofi_l{m}"].abs().sum() > 0 for m in range(2, 6)) and merged.tfi_volume.abs().sum() > 0
+    for col in ("bid_depletion", "ask_depletion", "bid_consumed", "ask_consumed"):  # defined in most windows
+        assert merged[col].notna().mean() > 0.8 and merged[col].nunique() > 20, col
     assert math.isfinite(merged.realized_vol.iloc[-1])
     # every headline counted once, in a window of its own fetched time; sentiments of both signs
     assert "news_sentiment" in checked and online.news_count.sum() == len(news) == merged.news_count.sum()
