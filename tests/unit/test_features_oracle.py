@@ -24,8 +24,9 @@ from ccf.capture.readers import read_records
 from ccf.engine import EngineConfig, SymbolEngine
 from ccf.features.bookkeeper import SyncedBook
 from ccf.features.news import scored
+from ccf.features.seed import SEED_SET, SEED_VWAP_DEPTH, seed_feature_names
 from ccf.features.signals import DEPLETION_DEPTH, SIGNAL_FEATURES
-from ccf.features.windows import WindowConfig, feature_names
+from ccf.features.windows import WindowConfig, feature_names, row_names
 from ccf.news.parse import parse_feed
 from ccf.schemas import BookDelta, BookSnapshot, NewsItem, Trade
 
@@ -48,7 +49,7 @@ def _engine_rows(records: list, window_ns: int, seed: bool = False) -> pd.DataFr
         rows += out.rows
     rows += eng.on_eof().rows
     return pd.DataFrame([{"window_start": r.window_start, "window_end": r.window_end, "book_valid": r.book_valid,
-                          **r.features} for r in rows])
+                          "feature_set": r.feature_set, **r.features} for r in rows])
 
 
 def _with_news(records: list, feed: Path) -> tuple[list, list[NewsItem]]:
@@ -263,3 +264,59 @@ def test_online_features_equal_pandas_batch_on_real_ethusdt(data_dir: Path, wind
     with_news = merged[merged.news_count > 0]
     assert with_news.news_sentiment.notna().all() and merged[merged.news_count == 0].news_sentiment.isna().all()
     assert (with_news.news_sentiment > 0.05).any() and (with_news.news_sentiment < -0.05).any()
+
+
+def _vwap_oracle(levels: object, q: float) -> float:
+    """Average price of ``q`` units from ``levels`` (an array of price, size rows), by cumulative sums."""
+    if not isinstance(levels, np.ndarray):
+        return np.nan
+    cum = np.cumsum(levels[:, 1])
+    k = int(np.searchsorted(cum, q))  # the first level at which q is filled
+    if k == len(cum):
+        return np.nan
+    before = cum[k - 1] if k else 0.0
+    return float((levels[:k, 0] @ levels[:k, 1] + (q - before) * levels[k, 0]) / q)
+
+
+def test_seed_features_equal_pandas_batch_on_real_ethusdt(data_dir: Path) -> None:
+    market = list(read_records([data_dir / "hftbacktest_binance_raw_ws" / "spot_ethusdt_20240808.gz"]))
+    w = 3 * W
+    online = _engine_rows(market, w, seed=True)
+    assert (online.feature_set == SEED_SET).all()
+    assert set(row_names(WindowConfig(seed=True))) <= set(online.columns)
+    valid = online[online["mid"].notna()].reset_index(drop=True)
+    assert len(valid) >= 100
+    at = _at_ends(_tops(market, deep=SEED_VWAP_DEPTH), w, int(online.window_start.iloc[0]),
+                  int(online.window_end.iloc[-1]))
+    o = pd.DataFrame({"window_end": at.window_end})
+    mid = (at.bp1 + at.ap1) / 2
+    totals: dict[str, list[pd.Series]] = {}
+    for side, p, s in (("bid", "bp", "bs"), ("ask", "ap", "az")):
+        total_size = sum(at[f"{s}{i}"] for i in range(1, 6))
+        for i in range(1, 6):
+            price, size = at[f"{p}{i}"], at[f"{s}{i}"]
+            for part, x in (("price", price), ("size", size), ("value", price * size)):
+                o[f"lr_{side}_{part}_{i}"] = np.log(x / x.shift(1))
+                totals.setdefault(f"{side}_{part}", []).append(x)
+            o[f"rel_{side}_price_{i}"] = (price - mid) / mid * 1e4
+            o[f"rel_{side}_size_{i}"] = size / total_size
+    for key, parts in totals.items():
+        x = sum(parts)
+        o[f"lr_{key}_sum"] = np.log(x / x.shift(1))
+    for q in (1.0, 10.0, 50.0):
+        o[f"vwap_buy_{q:g}"] = [_vwap_oracle(a, q) for a in at.al]
+        o[f"vwap_sell_{q:g}"] = [_vwap_oracle(b, q) for b in at.bl]
+    merged = valid.merge(o, on="window_end", suffixes=("", "_oracle"))
+    assert len(merged) == len(valid)
+    for span in (5, 10, 20):
+        merged[f"mid_ema_{span}_oracle"] = merged["mid"].ewm(span=span, adjust=False).mean()
+    checked = seed_feature_names()
+    for col in checked:
+        got, want = merged[col].to_numpy(float), merged[f"{col}_oracle"].to_numpy(float)
+        close = np.isclose(got, want, rtol=1e-9, atol=1e-12) | (np.isnan(got) & np.isnan(want))
+        assert close.all(), f"{col}: first mismatch at {np.argmin(close)}: {got[~close][:3]} vs {want[~close][:3]}"
+    # the seed columns move: deltas of both signs, VWAPs that walk more than the touch
+    assert (merged.lr_bid_size_1 > 0).any() and (merged.lr_bid_size_1 < 0).any()
+    assert merged.lr_ask_price_1.abs().sum() > 0 and merged.vwap_buy_50.notna().mean() > 0.9
+    assert (merged.vwap_buy_50 >= merged.best_ask).all() and (merged.vwap_sell_50 <= merged.best_bid).all()
+    assert (merged.vwap_buy_50 > merged.vwap_buy_1).mean() > 0.5
