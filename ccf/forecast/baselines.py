@@ -6,10 +6,13 @@ Target: the mid log-return from a window's end to ``h`` windows later. Models (`
 - ``ewma``: ``h`` times an exponentially weighted mean of past one-window returns;
 - ``river_lr``: River linear regression (standard-scaled features, SGD) per horizon; the features of window ``i``
   are learnt with their label only when window ``i + h`` closes, so nothing looks ahead;
-- ``river_ts``: River SNARIMAX AR(3) on one-window returns; the ``h``-step forecast is the sum of its path.
+- ``river_ts``: River SNARIMAX AR(3) on one-window returns; the ``h``-step forecast is the sum of its path
+  (computed from the fitted coefficients in one pass, :func:`ccf.forecast.arpath.ar_path`);
+- ``blend``: the other models weighted by their recent losses (:class:`ccf.forecast.blend.HedgeBlend`).
 
-Quantiles: each model's past residuals at each horizon (a rolling window of 500) give empirical quantiles added to
-its point forecast, so every model is scored on pinball loss and band coverage too.
+Quantiles: every model's quantiles come from one online calibrator (:class:`ccf.forecast.calibration.
+QuantileCalibrator`) per (model, horizon), learning from the same delayed labels, so each 10–90 % band covers
+about 80 % of what happens and every model is scored on pinball loss and band coverage too.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from typing import Any
 
 from river import compose, linear_model, preprocessing, stats, time_series
 
+from ccf.forecast.arpath import ar_path
+from ccf.forecast.blend import HedgeBlend
+from ccf.forecast.calibration import QuantileCalibrator
 from ccf.schemas import FeatureRow, Prediction, feature
 from ccf.settings import BASELINE_MODELS
 
@@ -39,7 +45,14 @@ LR_FEATURES = (
     "taker_buy_ratio",
 )
 BPS = 1e4  # models learn in basis points: SGD is badly scaled on raw log-returns of ~1e-4
-MIN_RESIDUALS = 30
+MIN_RESIDUALS = 30  # labels a (model, horizon) needs before it issues quantiles
+# calibration (ccf.forecast.calibration): offset step lr · max(floor, boost / sqrt(labels)): 0.15 at 100 labels,
+# 0.05 at 900, 0.015 from 10,000 on; spread weight 0.05 / sqrt(h). Chosen on the real captures (docs/forecasts.md)
+CAL_LR = 0.05
+CAL_BOOST = 30.0
+CAL_FLOOR = 0.3
+SPREAD_ALPHA = 0.05
+SPREAD_POW = 0.5
 LR_WARMUP = 50  # labels seen at a horizon before the learnt models speak there
 CLIP_SD = 3.0  # a learnt forecast beyond this many standard deviations of the realised target is clipped to it
 
@@ -82,8 +95,8 @@ class SymbolForecaster:
         self.quantiles = tuple(quantiles)
         self.window_s = window_s
         self.max_h = self.horizons[-1]
-        # (window_end, mid, x, {(model, h): value}) of the last max_h windows
-        self.history: deque[tuple[int, float, dict[str, float], dict[tuple[str, int], float]]] = deque(
+        # (window_end, mid, x, {(model, h): prediction}) of the last max_h windows
+        self.history: deque[tuple[int, float, dict[str, float], dict[tuple[str, int], Prediction]]] = deque(
             maxlen=self.max_h
         )
         self.ewma = stats.EWMean(fading_factor=ewma_alpha)
@@ -100,27 +113,34 @@ class SymbolForecaster:
         self.y_var: dict[int, Any] = {h: stats.Var() for h in self.horizons}
         self.ts = time_series.SNARIMAX(p=3, d=0, q=0)
         self.ts_seen = 0
-        self.residuals: dict[tuple[str, int], Any] = {
-            (m, h): [stats.RollingQuantile(q, 500) for q in self.quantiles] for m in self.models for h in self.horizons
+        # one calibrator per horizon: residuals of overlapping h-window targets are correlated, so the spread
+        # averages over more of them the longer the horizon
+        self.calibrators = {
+            h: QuantileCalibrator(self.quantiles, lr=CAL_LR, spread_alpha=SPREAD_ALPHA / h**SPREAD_POW,
+                                  min_labels=MIN_RESIDUALS, boost=CAL_BOOST, floor=CAL_FLOOR)
+            for h in self.horizons
         }
-        self.resid_n: dict[tuple[str, int], int] = dict.fromkeys(self.residuals, 0)
+        self.blend = (
+            HedgeBlend([m for m in self.models if m != "blend"], self.horizons) if "blend" in self.models else None
+        )
+        self._width_ns = round(window_s * 1e9)
 
     def on_row(self, row: FeatureRow) -> list[Prediction]:
         mid = feature(row, "mid")
         valid = row.book_valid and mid > 0
         x = model_inputs(row.features) if valid else {}
         self._learn(mid if valid else math.nan, feature(row, "mid_logret"), x)
-        preds: dict[tuple[str, int], float] = {}
-        out: list[Prediction] = []
+        preds: dict[tuple[str, int], Prediction] = {}
         if valid:
             ts_path = self._ts_path()
-            for model in self.models:
-                for h in self.horizons:
-                    value = self._predict(model, h, x, ts_path)
-                    preds[(model, h)] = value
-                    out.append(self._prediction(model, h, row.window_end, value))
+            for h in self.horizons:
+                values = {m: self._predict(m, h, x, ts_path) for m in self.models if m != "blend"}
+                if self.blend is not None:
+                    values["blend"] = self.blend.forecast(h, values)
+                for model in self.models:
+                    preds[(model, h)] = self._prediction(model, h, row.window_end, values[model])
         self.history.append((row.window_end, mid if valid else math.nan, x, preds))
-        return out
+        return [preds[(m, h)] for m in self.models for h in self.horizons] if preds else []
 
     # -- learning with delayed labels ---------------------------------------------------------------------------
     def _learn(self, mid: float, r1: float, x_now: dict[str, float]) -> None:
@@ -141,19 +161,19 @@ class SymbolForecaster:
             self.lr[h].learn_one(x0, y * BPS)
             self.lr_n[h] += 1
             self.y_var[h].update(y)
+            if not preds0:
+                continue
+            if self.blend is not None:
+                self.blend.update(h, y, {m: p.value for (m, hh), p in preds0.items() if hh == h and m != "blend"})
             for model in self.models:
-                value = preds0.get((model, h))
-                if value is None:
-                    continue
-                for rq in self.residuals[(model, h)]:
-                    rq.update(y - value)
-                self.resid_n[(model, h)] += 1
+                p = preds0[(model, h)]
+                self.calibrators[h].update(model, y, p.value, p.quantiles)
 
     # -- predicting ---------------------------------------------------------------------------------------------
     def _ts_path(self) -> list[float]:
         if "river_ts" not in self.models or self.ts_seen < 10:
             return [0.0] * self.max_h
-        path = self.ts.forecast(horizon=self.max_h)  # type: ignore[no-untyped-call]  # as above
+        path = ar_path(self.ts, self.max_h)
         return [v / BPS if math.isfinite(v) else 0.0 for v in path]
 
     def _predict(self, model: str, h: int, x: dict[str, float], ts_path: list[float]) -> float:
@@ -172,13 +192,8 @@ class SymbolForecaster:
         return max(-bound, min(bound, v)) if math.isfinite(v) else 0.0
 
     def _prediction(self, model: str, h: int, issued_at: int, value: float) -> Prediction:
-        quantiles: dict[str, float] = {}
-        if self.resid_n[(model, h)] >= MIN_RESIDUALS:
-            for q, rq in zip(self.quantiles, self.residuals[(model, h)], strict=True):
-                r = rq.get()
-                if r is not None and math.isfinite(r):
-                    quantiles[str(q)] = value + r
-        width_ns = round(self.window_s * 1e9)
+        quantiles = self.calibrators[h].quantiles(model, value)
+        width_ns = self._width_ns
         return Prediction(
             model=model,
             model_version="online",
