@@ -41,6 +41,8 @@ def train_cmd(
     every: str = typer.Option(None, "--every", help="Retrain forever on a rolling window, e.g. 1h (store only)."),
     span: str = typer.Option("7d", "--span", help="Length of the rolling window with --every."),
     encoder_length: int = typer.Option(60, "--encoder-length", help="Windows the encoder sees."),
+    vol_window: int = typer.Option(0, "--vol-window", help="Scale targets by the RMS of the last N one-window "
+                                                           "returns too (0: per symbol only); see models/targets.py."),
     hidden_size: int = typer.Option(16, "--hidden-size"),
     heads: int = typer.Option(2, "--heads", help="Attention heads."),
     batch_size: int = typer.Option(128, "--batch-size"),
@@ -72,7 +74,7 @@ def train_cmd(
     configure_auth(settings)
     _threads(threads)
     cfg = TrainConfig(
-        encoder_length=encoder_length, net=NetConfig(hidden_size=hidden_size, attention_heads=heads),
+        encoder_length=encoder_length, vol_window=vol_window, net=NetConfig(hidden_size=hidden_size, attention_heads=heads),
         batch_size=batch_size, max_epochs=max_epochs, patience=patience, max_minutes=max_minutes,
         limit_train_batches=limit_train_batches, val_fraction=val_fraction, accelerator=accelerator,
         progress=interactive() if progress is None else progress, checkpoint_dir=checkpoint_dir or settings.checkpoint_dir,

@@ -8,14 +8,15 @@ only (no look-ahead). One target per horizon, ``max_prediction_length = max(hori
 ``ret_h`` counts only decoder step ``h`` (:class:`models.network.HorizonQuantileLoss`).
 
 Target scale: the network learns each target divided by its symbol's training deviation (``FeatureSpec.target_sd``,
-one per group and horizon) and its forecasts are multiplied back by it (:func:`models.network.make_batch`), so
-symbols whose returns differ by orders of magnitude are all learnt at unit scale. pytorch-forecasting's own
-``standard`` normalisers cannot do this: they add float16's eps (``9.8e-4``) to the deviation, which swamps
-returns of ``1e-6``, so the network saw flat targets and its forecasts carried offsets far larger than the moves.
+one per group and horizon), optionally also by the volatility ratio known at issue time (``vol_window``), and its
+forecasts are multiplied back (:mod:`models.targets`). pytorch-forecasting's own ``standard`` normalisers cannot do
+this: they add float16's eps (``9.8e-4``) to the deviation, which swamps returns of ``1e-6``.
 
 Inputs: known reals are the time of day and day of week (sin/cos) of each window's end; unknown reals are the
 targets and the market features, made scale-free (price levels dropped or turned into bps deviations from the mid,
-sizes and counts ``log1p``-ed) and standardised with means and deviations fitted on the training part only.
+sizes, counts and order-flow imbalances (signed) ``log1p``-ed) and standardised per symbol with means and
+deviations fitted on that symbol's training rows only (``group_mean``, ``group_std``; the pooled ones for a symbol
+the spec does not know), then clipped to ±10 deviations.
 
 A gap (a missing window, an invalid book, a non-positive mid) splits a symbol's rows into segments: a sample never
 spans a gap. Each segment is one TFT series (``series = venue:SYMBOL#n``); ``group = venue:SYMBOL`` is the static
@@ -44,7 +45,7 @@ META_COLUMNS = ("venue", "symbol", "window_start", "window_end", "feature_set", 
 TIME_FEATURES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
 DROPPED = frozenset({"best_bid", "best_ask", "mid", "close", "microprice", "vwap", "spread", "mid_logret", "epoch"})
 """Price levels (not stationary) and ``mid_logret`` (it is ``ret_1``, already an input)."""
-SIGNED_LOG = frozenset({"ofi", "signed_volume"})
+SIGNED_LOG = frozenset({"ofi", "signed_volume", "ofi_l2", "ofi_l3", "ofi_l4", "ofi_l5", "ofi_depth"})
 LOG1P_MARKERS = ("volume", "size", "depth", "count", "notional", "events", "carried", "late")
 CLIP_SD = 10.0
 NS_PER_DAY = 86_400 * 10**9
@@ -74,6 +75,29 @@ class FeatureSpec:
     target_sd: tuple[tuple[float, ...], ...] = ()
     """Per group (in ``groups`` order), per horizon: the deviation of ``ret_h`` in the training rows. Empty (a
     spec from before it existed): 1, the targets unscaled."""
+    group_mean: tuple[tuple[float, ...], ...] = ()
+    """Per group, per input: the mean of its training rows (empty: ``mean`` for every group)."""
+    group_std: tuple[tuple[float, ...], ...] = ()
+    vol_window: int = 0
+    """Windows of one-step returns in the volatility ratio the targets are also divided by; 0: none
+    (:mod:`models.targets`)."""
+    vol_ref: tuple[float, ...] = ()
+    """Per group: the training mean of that rolling RMS (the ratio's denominator)."""
+    vol_floor: float = 0.25
+    vol_cap: float = 4.0
+
+    def input_stats(self, group: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Means and deviations ``group``'s inputs are standardised with."""
+        if group is not None and self.group_mean and group in self.groups:
+            k = self.groups.index(group)
+            return np.asarray(self.group_mean[k]), np.asarray(self.group_std[k])
+        return np.asarray(self.mean), np.asarray(self.std)
+
+    def vol_reference(self, group: str) -> float:
+        """``group``'s ``vol_ref`` (the geometric mean over groups for a group the spec does not know)."""
+        if group in self.groups:
+            return self.vol_ref[self.groups.index(group)]
+        return float(np.exp(np.log(np.asarray(self.vol_ref)).mean()))
 
     def target_scales(self, group: str) -> tuple[float, ...]:
         """The deviations ``group``'s targets are divided by (their geometric mean over groups for a group the
@@ -94,8 +118,9 @@ class FeatureSpec:
 
     @property
     def history(self) -> int:
-        """Rows a symbol needs before its first forecast: the encoder plus ``max_h`` to compute its targets."""
-        return self.encoder_length + self.max_h
+        """Rows a symbol needs before its first forecast: the encoder, ``max_h`` to compute its targets and
+        ``vol_window`` for the volatility ratio of the earliest of them."""
+        return self.encoder_length + self.max_h + self.vol_window
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,8 +137,18 @@ class FeatureSpec:
             width_ns=int(d["width_ns"]),
             encoder_length=int(d["encoder_length"]),
             groups=tuple(str(v) for v in d["groups"]),
-            target_sd=tuple(tuple(float(v) for v in sd) for sd in d.get("target_sd", ())),
+            target_sd=_nested(d.get("target_sd", ())),
+            group_mean=_nested(d.get("group_mean", ())),
+            group_std=_nested(d.get("group_std", ())),
+            vol_window=int(d.get("vol_window", 0)),
+            vol_ref=tuple(float(v) for v in d.get("vol_ref", ())),
+            vol_floor=float(d.get("vol_floor", 0.25)),
+            vol_cap=float(d.get("vol_cap", 4.0)),
         )
+
+
+def _nested(v: Any) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(x) for x in row) for row in v)
 
 
 # -- rows and checks ------------------------------------------------------------------------------------------------
@@ -209,14 +244,16 @@ def time_features(window_end: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(a), np.cos(a), np.sin(b), np.cos(b)], axis=1)
 
 
-def scale(derived: Mapping[str, np.ndarray], spec: FeatureSpec) -> np.ndarray:
-    """``(n, len(spec.inputs))`` float32: standardised, clipped to ±10 sd, NaN (or a missing input) as 0."""
+def scale(derived: Mapping[str, np.ndarray], spec: FeatureSpec, group: str | None = None) -> np.ndarray:
+    """``(n, len(spec.inputs))`` float32: standardised with ``group``'s statistics, clipped to ±10 sd, NaN (or a
+    missing input) as 0."""
     n = len(next(iter(derived.values()))) if derived else 0
     x = np.zeros((n, len(spec.inputs)), dtype=np.float64)
+    mean, std = spec.input_stats(group)
     for j, name in enumerate(spec.inputs):
         v = derived.get(name)
         if v is not None:
-            x[:, j] = (v - spec.mean[j]) / spec.std[j]
+            x[:, j] = (v - mean[j]) / std[j]
     x = np.clip(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -CLIP_SD, CLIP_SD)
     return x.astype(np.float32)
 
@@ -225,26 +262,38 @@ def raw_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return {c: frame[c].to_numpy(np.float64) for c in frame.columns if c not in META_COLUMNS}
 
 
+def _moments(derived: Mapping[str, np.ndarray], names: Sequence[str]) -> tuple[list[float], list[float]]:
+    means, stds = [], []
+    for name in names:
+        v = derived[name]
+        finite = v[np.isfinite(v)]
+        means.append(float(finite.mean()) if len(finite) else 0.0)
+        sd = float(finite.std()) if len(finite) > 1 else 0.0
+        stds.append(sd if sd > 1e-12 else 1.0)
+    return means, stds
+
+
 def fit_spec(
     frame: pd.DataFrame,
     horizons: Sequence[int],
     quantiles: Sequence[float],
     encoder_length: int,
+    vol_window: int = 0,
 ) -> FeatureSpec:
-    """Input names, means and deviations from a (training) frame; inputs that are never finite are left out."""
+    """Input names, means and deviations (pooled and per symbol) from a (training) frame, inputs that are never
+    finite left out; target deviations per symbol and horizon, with ``vol_window`` the volatility reference first
+    (:mod:`models.targets`)."""
+    from models.targets import fit_vol_ref, target_deviations
+
     check_frame(frame)
     derived = derive(raw_columns(frame))
-    names, means, stds = [], [], []
-    for name, v in derived.items():
-        finite = v[np.isfinite(v)]
-        if len(finite) == 0:
-            continue
-        names.append(name)
-        means.append(float(finite.mean()))
-        sd = float(finite.std())
-        stds.append(sd if sd > 1e-12 else 1.0)
+    names = [name for name, v in derived.items() if np.isfinite(v).any()]
+    means, stds = _moments(derived, names)
+    keys = [f"{v}:{s}" for v, s in zip(frame["venue"], frame["symbol"], strict=True)]
+    groups = sorted(set(keys))
+    key_arr = np.asarray(keys)
+    per_group = [_moments({n: derived[n][key_arr == g] for n in names}, names) for g in groups]
     width = int((frame["window_end"] - frame["window_start"]).iloc[0])
-    groups = sorted({f"{v}:{s}" for v, s in zip(frame["venue"], frame["symbol"], strict=True)})
     qs = sorted({*map(float, quantiles), 0.5})  # the median is the point forecast
     spec = FeatureSpec(
         feature_set=str(frame["feature_set"].iloc[0]),
@@ -256,41 +305,24 @@ def fit_spec(
         width_ns=width,
         encoder_length=encoder_length,
         groups=tuple(groups),
+        group_mean=tuple(tuple(m) for m, _ in per_group),
+        group_std=tuple(tuple(sd) for _, sd in per_group),
+        vol_window=int(vol_window),
     )
+    if spec.vol_window:
+        spec = replace(spec, vol_ref=fit_vol_ref(prepare(frame, spec), spec))
     return replace(spec, target_sd=target_deviations(prepare(frame, spec), spec))
 
 
-def target_deviations(prepared: pd.DataFrame, spec: FeatureSpec) -> tuple[tuple[float, ...], ...]:
-    """Per group of ``spec.groups``, per horizon: the deviation of ``ret_h`` in ``prepared``; where a group has
-    none (too few rows, or constant), the deviation over all groups, else 1.
-
-    >>> spec = FeatureSpec("f", (), (), (), (1,), (0.5,), 1, 2, ("v:A", "v:B", "v:C"))
-    >>> p = pd.DataFrame({"group": ["v:A"] * 2 + ["v:B"] * 2 + ["v:C"], "ret_1": [1e-6, -1e-6, 1e-3, -1e-3, 0.0]})
-    >>> [f"{sd[0]:.0e}" for sd in target_deviations(p, spec)]
-    ['1e-06', '1e-03', '6e-04']
-    """
-    out = []
-    for g in spec.groups:
-        rows = prepared[prepared["group"] == g]
-        sds = []
-        for t in spec.targets:
-            v = rows[t].to_numpy(np.float64)
-            v = v[np.isfinite(v)]
-            sd = float(v.std()) if len(v) > 1 else 0.0
-            if not sd > 1e-15:
-                allv = prepared[t].to_numpy(np.float64)
-                allv = allv[np.isfinite(allv)]
-                sd = float(allv.std()) if len(allv) > 1 else 0.0
-            sds.append(sd if sd > 1e-15 else 1.0)
-        out.append(tuple(sds))
-    return tuple(out)
-
-
 def prepare(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """The TFT frame: ``series, group, time_idx, window_end, mid``, targets, time features, scaled inputs.
+    """The TFT frame: ``series, group, time_idx, window_end, mid``, targets, time features, scaled inputs, and
+    the volatility columns of :mod:`models.targets` (``vol``, ``log_vol``, ``vol_lag_h``).
 
-    Only rows whose every target is known are kept (each segment loses its first ``max_h`` rows).
+    Only rows whose every target and target scale is known are kept (each segment loses its first
+    ``max_h + vol_window`` rows).
     """
+    from models.targets import vol_columns
+
     check_frame(frame)
     if str(frame["feature_set"].iloc[0]) != spec.feature_set:
         raise DataCheckError(f"feature set {frame['feature_set'].iloc[0]} but the model wants {spec.feature_set}")
@@ -306,7 +338,7 @@ def prepare(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         segment = np.concatenate([[0], np.cumsum(np.diff(tidx) != 1)])
         logmid = np.log(mid)
         out = pd.DataFrame({"time_idx": tidx, "window_end": g["window_end"].to_numpy(np.int64), "mid": mid})
-        out["group"] = f"{venue}:{symbol}"
+        group = out["group"] = f"{venue}:{symbol}"
         out["series"] = [f"{venue}:{symbol}#{s}" for s in segment]
         pos = pd.Series(segment).groupby(segment).cumcount().to_numpy()
         for h in spec.horizons:
@@ -317,10 +349,12 @@ def prepare(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         tf = time_features(out["window_end"].to_numpy())
         for j, name in enumerate(TIME_FEATURES):
             out[name] = tf[:, j]
-        x = scale(derive(raw_columns(g)), spec)
+        for name, v in vol_columns(logmid, pos, segment, spec, group).items():
+            out[name] = v
+        x = scale(derive(raw_columns(g)), spec, group)
         for j, name in enumerate(spec.inputs):
             out[name] = x[:, j]
-        parts.append(out[pos >= spec.max_h])
+        parts.append(out[pos >= spec.max_h + spec.vol_window])
     if not parts:
         raise DataCheckError("no row with a valid mid")
     prepared = pd.concat(parts, ignore_index=True)

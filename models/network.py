@@ -5,12 +5,13 @@ builds the network's input dict straight from numpy windows (one row per symbol)
 module's ``forward`` under ``torch.inference_mode`` (no Lightning Trainer per call). ``tests/unit/test_tft_data.py``
 and ``tests/unit/test_tft_bias.py`` check that both give the same forecasts.
 
-Target scale: the dataset holds each target divided by its group's training deviation (:func:`scale_targets`,
-``FeatureSpec.target_sd``) and an identity target normaliser (pytorch-forecasting's ``standard`` one adds float16's
-eps, ``9.8e-4``, to the scale: with returns of ``1e-6`` the network would see flat targets). The network thus works
-in units of each symbol's own deviation; :func:`make_batch` scales the encoder's returns the same way and passes
-each sample's deviation as its ``target_scale``, which the module's output transform multiplies back, so
-:func:`run_network` returns log-returns.
+Target scale (:mod:`models.targets`): the dataset holds each target divided by its scale ``s_h`` (its group's
+training deviation, times the volatility ratio at the forecast's issue time when the spec has ``vol_window``) and
+an identity target normaliser (pytorch-forecasting's ``standard`` one adds float16's eps, ``9.8e-4``, to the
+scale: with returns of ``1e-6`` the network would see flat targets). :func:`make_batch` scales the encoder's
+returns the same way (each row by the ratio of its own issue time) and passes each sample's ``s_h`` at its anchor as
+its ``target_scale``, which the module's output transform multiplies back, so :func:`run_network` returns
+log-returns. With volatility scaling the log of the ratio is also an input (``log_vol``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from models.dataset import TIME_FEATURES, FeatureSpec, long_enough, target_name, time_features
+from models.targets import LOG_VOL, VOL, scale_targets, vol_lag
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +76,7 @@ def dataset_kwargs(spec: FeatureSpec) -> dict[str, Any]:
     from pytorch_forecasting.data.encoders import MultiNormalizer  # type: ignore[import-untyped]
 
     targets = list(spec.targets)
+    extra = [LOG_VOL] if spec.vol_window else []
     return {
         "time_idx": "time_idx",
         "target": targets,
@@ -84,32 +87,21 @@ def dataset_kwargs(spec: FeatureSpec) -> dict[str, Any]:
         "min_prediction_length": spec.max_h,
         "static_categoricals": ["group"],
         "time_varying_known_reals": list(TIME_FEATURES),
-        "time_varying_unknown_reals": [*targets, *spec.inputs],
+        "time_varying_unknown_reals": [*targets, *spec.inputs, *extra],
         # targets are scaled per group by scale_targets; the library's "standard" would add 9.8e-4 to the scale
         "target_normalizer": MultiNormalizer([TorchNormalizer(method="identity") for _ in targets]),
         "categorical_encoders": {"group": NaNLabelEncoder(add_nan=True), "series": NaNLabelEncoder(add_nan=True)},
         # inputs are scaled by FeatureSpec already; relative_time_idx is set per sample
-        "scalers": dict.fromkeys([*TIME_FEATURES, *spec.inputs, RELATIVE_TIME]),
+        "scalers": dict.fromkeys([*TIME_FEATURES, *spec.inputs, *extra, RELATIVE_TIME]),
         "add_relative_time_idx": True,
         "add_target_scales": False,
         "add_encoder_length": False,
     }
 
 
-def scale_targets(prepared: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """A copy of a prepared frame with each target divided by its group's deviation (``spec.target_scales``)."""
-    out = prepared.copy()
-    groups = out["group"].to_numpy()
-    for g in np.unique(groups):
-        rows = groups == g
-        for t, sd in zip(spec.targets, spec.target_scales(str(g)), strict=True):
-            out.loc[rows, t] = out.loc[rows, t].to_numpy(np.float64) / sd
-    return out
-
-
 def build_datasets(prepared: pd.DataFrame, spec: FeatureSpec, val_start_idx: int | None) -> tuple[Any, Any | None]:
     """Training dataset (decoders before ``val_start_idx``) and validation dataset (decoders from it on), targets
-    in units of their group's deviation (:func:`scale_targets`)."""
+    in units of their scale (:func:`models.targets.scale_targets`)."""
     from pytorch_forecasting import TimeSeriesDataSet  # type: ignore[import-untyped]
 
     prepared = scale_targets(long_enough(prepared, spec), spec)
@@ -209,13 +201,16 @@ def make_batch(
     inputs: np.ndarray,
     enc_end: np.ndarray,
     codes: np.ndarray,
+    vols: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The network's input dict for ``B`` samples of the last ``L`` windows each (oldest first).
 
     ``rets`` ``(B, L, len(horizons))``: each window's backward returns ``ret_h`` (log, unscaled); ``inputs``
-    ``(B, L, k)``: scaled inputs; ``enc_end`` ``(B, L)``: window ends (ns); ``codes`` ``(B,)``: group codes.
-    A sample's ``target_scale`` is the normaliser's ``(center, scale)`` times its group's deviation: the module's
-    output transform then gives log-returns.
+    ``(B, L, k)``: scaled inputs; ``enc_end`` ``(B, L)``: window ends (ns); ``codes`` ``(B,)``: group codes;
+    ``vols``: each window's volatility ratio ``(B, L)`` and ``vol_lag_h`` ``(B, L, len(horizons))``
+    (:mod:`models.targets`; None: 1). A window's ``ret_h`` is divided by its group's deviation times its
+    ``vol_lag_h``; a sample's ``target_scale`` is the normaliser's ``(center, scale)`` times its group's deviation
+    times the ratio at its anchor (the last window): the module's output transform then gives log-returns.
     """
     import torch
 
@@ -224,13 +219,17 @@ def make_batch(
     enc = np.zeros((b, length, len(layout.reals)), dtype=np.float32)
     dec = np.zeros((b, h_max, len(layout.reals)), dtype=np.float32)
     col = {name: j for j, name in enumerate(layout.reals)}
+    own, lags = vols if vols is not None else (np.ones((b, length)), np.ones((b, length, len(spec.horizons))))
     sd = layout.target_scales(codes, spec)  # (B, H)
-    scales = np.asarray(layout.target_params, dtype=np.float64)[None, :, :] * sd[:, :, None]  # (B, H, 2)
+    params = np.asarray(layout.target_params, dtype=np.float64)  # (H, 2)
+    scales = params[None, :, :] * (sd * own[:, -1:])[:, :, None]  # (B, H, 2)
     for i, h in enumerate(spec.horizons):
-        center, sc = scales[:, i, 0:1], scales[:, i, 1:2]
-        enc[:, :, col[target_name(h)]] = (rets[:, :, i] - center) / sc
+        unit = rets[:, :, i] / (sd[:, i:i + 1] * lags[:, :, i])
+        enc[:, :, col[target_name(h)]] = (unit - params[i, 0]) / params[i, 1]
     for j, name in enumerate(spec.inputs):
         enc[:, :, col[name]] = inputs[:, :, j]
+    if LOG_VOL in col:
+        enc[:, :, col[LOG_VOL]] = np.log(own)
     dec_end = enc_end[:, -1:] + spec.width_ns * np.arange(1, h_max + 1, dtype=np.int64)[None, :]
     tf_enc = time_features(enc_end.reshape(-1)).reshape(b, length, -1)
     tf_dec = time_features(dec_end.reshape(-1)).reshape(b, h_max, -1)
@@ -319,13 +318,15 @@ def forecast_anchors(
     inputs = f[list(spec.inputs)].to_numpy(np.float32)
     ends = f["window_end"].to_numpy(np.int64)
     codes = np.array([layout.group_codes.get(g, 0) for g in f["group"]], dtype=np.int64)
+    own = f[VOL].to_numpy(np.float64)
+    lags = f[[vol_lag(h) for h in spec.horizons]].to_numpy(np.float64)
     out = np.zeros((len(a.positions), len(spec.horizons), len(spec.quantiles)), dtype=np.float32)
     length = spec.encoder_length
     model.eval()
     for s in range(0, len(a.positions), batch_size):
         p = a.positions[s:s + batch_size]
         span = p[:, None] + np.arange(-length + 1, 1)[None, :]
-        batch = make_batch(spec, layout, rets[span], inputs[span], ends[span], codes[p])
+        batch = make_batch(spec, layout, rets[span], inputs[span], ends[span], codes[p], (own[span], lags[span]))
         out[s:s + len(p)] = run_network(model, batch, spec, device)
     return out
 

@@ -1,6 +1,6 @@
 """``ccf predict``: the registry's champion TFT on live feature rows, one batch per step for all symbols.
 
-:class:`Predictor` keeps, per ``venue:SYMBOL``, the last ``encoder_length + max_h`` rows (their scaled inputs
+:class:`Predictor` keeps, per ``venue:SYMBOL``, the last ``FeatureSpec.history`` rows (their scaled inputs
 cached), builds one batch of every symbol that has a full window and calls the network's ``forward`` directly
 (:func:`models.network.make_batch`, no Lightning Trainer). It emits one :class:`~ccf.schemas.Prediction` per horizon
 (``model="tft"``, ``model_version`` = the registry version, quantiles keyed by ``str(q)``).
@@ -34,6 +34,7 @@ from models.dataset import FeatureSpec, derive, scale
 from models.evaluate import tft_predictions
 from models.network import Layout, backward_returns, make_batch, run_network
 from models.registry import CHAMPION, LoadedModel, UntrustedModelError, alias_version, load_version
+from models.targets import window_vols
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Predictor:
 
     def _inputs(self, row: FeatureRow) -> np.ndarray:
         cols = {k: np.array([math.nan if v is None else v], dtype=np.float64) for k, v in row.features.items()}
-        x: np.ndarray = scale(derive(cols), self.spec)[0]
+        x: np.ndarray = scale(derive(cols), self.spec, f"{row.venue}:{row.symbol}")[0]
         return x
 
     def _skip(self, group: str, reason: str, detail: str = "", level: int = logging.WARNING) -> None:
@@ -148,7 +149,9 @@ class Predictor:
         inputs = np.stack([np.stack(list(w.x)[-length:]) for w in wins])
         ends = np.array([[r.window_end for r in list(w.rows)[-length:]] for w in wins], dtype=np.int64)
         codes = np.array([self.layout.group_codes[g] for g in groups], dtype=np.int64)
-        batch = make_batch(spec, self.layout, backward_returns(mids, spec), inputs, ends, codes)
+        vols = window_vols(np.log(mids), spec, groups)
+        batch = make_batch(spec, self.layout, backward_returns(mids[:, spec.vol_window:], spec), inputs, ends, codes,
+                           vols)
         q = run_network(self.model, batch, spec, self.device)
         preds = tft_predictions(spec, list(groups), ends[:, -1], q, self.loaded.version, self.quantiles)
         self.latencies_s.append(time.perf_counter() - t0)

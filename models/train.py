@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     encoder_length: int = 60
+    vol_window: int = 0  # volatility-scaled targets over this many windows (models.targets); 0: per symbol only
     net: NetConfig = field(default_factory=NetConfig)
     batch_size: int = 128
     max_epochs: int = 20
@@ -132,7 +133,7 @@ def fit(frame: pd.DataFrame, settings: Settings, cfg: TrainConfig) -> Fitted:
     t0, t1 = int(frame["window_start"].min()), int(frame["window_end"].max())
     val_start_ns = t1 - int((t1 - t0) * cfg.val_fraction)
     spec = fit_spec(frame[frame["window_start"] < val_start_ns], settings.forecast.horizons,
-                    settings.forecast.quantiles, cfg.encoder_length)
+                    settings.forecast.quantiles, cfg.encoder_length, cfg.vol_window)
     prepared = prepare(frame, spec)
     val_start_idx = val_start_ns // spec.width_ns
     history: list[dict[str, float | None]] = []

@@ -42,8 +42,10 @@ def run_walkforward(
     models: Sequence[str] | None = None,
     config: Any | None = None,
     band_hours: float = 12.0,
+    test_from_ns: int | None = None,
 ) -> dict[str, Any]:
-    """Train on ``train_inputs``, forecast and score ``test_inputs``; write the report to ``out_dir``."""
+    """Train on ``train_inputs``, forecast and score ``test_inputs``; write the report to ``out_dir``. With
+    ``test_from_ns``, all the files are one stream split in time there instead (train before, test from it on)."""
     from models.train import TrainConfig
 
     cfg = config or TrainConfig(checkpoint_dir=out_dir / "checkpoints")
@@ -52,18 +54,26 @@ def run_walkforward(
         models.insert(0, "naive")
     t_start = time.perf_counter()
     with progress("walk-forward: features", total=4, unit="stages") as bar:
-        summary = _run(train_inputs, test_inputs, out_dir, settings, models, cfg, band_hours, bar, t_start)
+        summary = _run(train_inputs, test_inputs, out_dir, settings, models, cfg, band_hours, bar, t_start,
+                       test_from_ns)
     logger.info("walk-forward: %d anchors scored -> %s", summary["anchors"], out_dir)
     return summary
 
 
 def _run(train_inputs: Sequence[Path], test_inputs: Sequence[Path], out_dir: Path, settings: Settings,
-         models: list[str], cfg: Any, band_hours: float, bar: Progress, t_start: float) -> dict[str, Any]:
+         models: list[str], cfg: Any, band_hours: float, bar: Progress, t_start: float,
+         test_from_ns: int | None) -> dict[str, Any]:
     from models.train import fit, forecast_window
 
-    engines = FeatureEngines(engine_config(settings, [*train_inputs, *test_inputs]))
-    rows_a = rows_from_files(train_inputs, settings, engines)
-    rows_b = rows_from_files(test_inputs, settings, engines)
+    paths = [*train_inputs, *test_inputs]
+    engines = FeatureEngines(engine_config(settings, paths))
+    if test_from_ns is None:
+        rows_a = rows_from_files(train_inputs, settings, engines)
+        rows_b = rows_from_files(test_inputs, settings, engines)
+    else:
+        every = rows_from_files(paths, settings, engines)
+        rows_a = [r for r in every if r.window_start < test_from_ns]
+        rows_b = [r for r in every if r.window_start >= test_from_ns]
     if not rows_a or not rows_b:
         raise ValueError(f"no feature rows from {'the train' if not rows_a else 'the test'} inputs")
     test_start = min(r.window_start for r in rows_b)
@@ -96,6 +106,8 @@ def _run(train_inputs: Sequence[Path], test_inputs: Sequence[Path], out_dir: Pat
         "feature_set": spec.feature_set,
         "inputs": list(spec.inputs),
         "encoder_length": spec.encoder_length,
+        "vol_window": spec.vol_window,
+        "groups": list(spec.groups),
         "epochs": len(fitted.history),
         "epoch_seconds": [round(s, 2) for s in fitted.epoch_seconds],
         "fit_seconds": round(t_fit - t_start, 1),

@@ -31,8 +31,9 @@ def kline_rows(*days: str) -> list[FeatureRow]:
     return rows_from_files(files, Settings(_env_prefix="CCF_TEST_NOTHING_"))
 
 
-def tiny_tft(rows: list[FeatureRow], hidden_size: int = 8, seed: int = 0) -> TinyTFT:
-    """An untrained TFT on ``rows`` (encoder 24 windows, horizons 1/5/10/20, quantiles 0.1/0.5/0.9), in eval mode."""
+def tiny_tft(rows: list[FeatureRow], hidden_size: int = 8, seed: int = 0, vol_window: int = 0) -> TinyTFT:
+    """An untrained TFT on ``rows`` (encoder 24 windows, horizons 1/5/10/20, quantiles 0.1/0.5/0.9, targets
+    volatility-scaled over ``vol_window`` windows when it is not 0), in eval mode."""
     import torch
 
     from models.network import NetConfig, build_datasets, build_network, quiet_library_warnings
@@ -40,7 +41,7 @@ def tiny_tft(rows: list[FeatureRow], hidden_size: int = 8, seed: int = 0) -> Tin
     torch.set_num_threads(1)  # tiny matrices: one thread beats two (and does not fight other processes)
     torch.manual_seed(seed)
     frame = rows_to_frame(rows)
-    spec = fit_spec(frame, [1, 5, 10, 20], [0.1, 0.5, 0.9], encoder_length=24)
+    spec = fit_spec(frame, [1, 5, 10, 20], [0.1, 0.5, 0.9], encoder_length=24, vol_window=vol_window)
     prepared = prepare(frame, spec)
     with quiet_library_warnings():
         train_ds, _ = build_datasets(prepared, spec, None)

@@ -19,7 +19,8 @@ import pytest
 
 from ccf.schemas import FeatureRow
 from ccf.settings import Settings
-from models.dataset import fit_spec, prepare, rows_to_frame, target_deviations
+from models.dataset import fit_spec, prepare, rows_to_frame
+from models.targets import target_deviations
 
 pytestmark = [
     # pytorch-forecasting's encoders call torch.from_numpy on pandas 3's read-only (copy-on-write) arrays

@@ -27,6 +27,7 @@ from models.evaluate import gate, score
 from models.registry import LoadedModel
 from models.retrain import next_run, parse_duration, rolling_window
 from models.sources import frame_from_duckdb, frame_to_rows
+from models.targets import unscale_quantiles
 from tests.tiny_tft import kline_rows as tiny_tft_rows
 from tests.tiny_tft import tiny_tft
 
@@ -48,10 +49,11 @@ def kline_rows() -> list[FeatureRow]:
     return tiny_tft_rows(*DAYS)
 
 
-@pytest.fixture(scope="module")
-def tiny(kline_rows: list[FeatureRow]) -> tuple[Any, FeatureSpec, pd.DataFrame, Any]:
-    """An untrained tiny TFT, its spec, the prepared frame and the training dataset."""
-    t = tiny_tft(kline_rows)
+@pytest.fixture(scope="module", params=[0, 30], ids=["per-symbol", "vol-scaled"])
+def tiny(kline_rows: list[FeatureRow], request: pytest.FixtureRequest) -> tuple[Any, FeatureSpec, pd.DataFrame, Any]:
+    """An untrained tiny TFT, its spec, the prepared frame and the training dataset; targets scaled per symbol, or
+    also by a 30-window volatility ratio."""
+    t = tiny_tft(kline_rows, vol_window=request.param)
     return t.model, t.spec, t.prepared, t.train_ds
 
 
@@ -63,8 +65,9 @@ def _row(t: int, mid: float, symbol: str = "BTC-USDT", valid: bool = True, **fea
 def test_module_doctests() -> None:
     import models.evaluate
     import models.retrain
+    import models.targets
 
-    for mod in (ds, models.evaluate, models.retrain):
+    for mod in (ds, models.evaluate, models.retrain, models.targets):
         result = doctest.testmod(mod)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
 
@@ -146,8 +149,8 @@ def test_our_batch_gives_what_the_dataset_gives(tiny: tuple[Any, FeatureSpec, pd
     frame = anchors(prepared, spec).frame
     key = {(s, t): i for i, (s, t) in enumerate(zip(frame["series"], frame["time_idx"], strict=True))}
     pos = np.array([key[(s, t - 1)] for s, t in zip(idx["series"], idx["time_idx"], strict=True)])  # anchor = t0 - 1
-    # the dataset holds targets in units of their group's deviation; ours come back as log-returns
-    ref_q = ref_q * np.array([spec.target_scales(g) for g in frame["group"].to_numpy()[pos]])[:, :, None]
+    # the dataset holds targets in units of their scale; ours come back as log-returns
+    ref_q = unscale_quantiles(ref_q, spec, frame["group"].to_numpy()[pos], frame["vol"].to_numpy()[pos])
     mine = forecast_anchors(model, spec, Layout.of(model, spec), Anchors(frame, pos))
     assert mine.shape == (16, len(spec.horizons), len(spec.quantiles))
     np.testing.assert_allclose(mine, ref_q, rtol=1e-5, atol=1e-7)
