@@ -262,9 +262,9 @@ class ForecastSettings(_Section):
 
     horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
     """forecast horizons in windows; JSON list"""
-    models: list[str] = Field(default_factory=lambda: ["naive", "ewma", "river_lr", "river_ts", "blend"])
+    models: list[str] = Field(default_factory=lambda: ["naive", "ewma", "river_lr", "river_ts"])
     """online models run and scored per window: naive, ewma, river_lr, river_ts, blend (the others weighted by
-    their recent losses); JSON list"""
+    their recent losses; not in the default list); JSON list"""
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     """quantiles each model forecasts, increasing, in (0, 1); JSON list"""
     ewma_alpha: float = Field(default=0.1, gt=0, le=1)

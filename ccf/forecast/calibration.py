@@ -85,13 +85,8 @@ class QuantileCalibrator:
         self.floor = floor
         self._upper = tuple(q > 0.5 for q in self.levels)
         self._init = [NormalDist().inv_cdf(q) * MEAN_ABS_TO_SD for q in self.levels]
+        self._spec = tuple(zip(range(len(self.levels)), self.names, self.levels, self._upper, strict=True))
         self.state: dict[Hashable, _KeyState] = {}
-
-    def _key(self, key: Hashable) -> _KeyState:
-        st = self.state.get(key)
-        if st is None:
-            st = self.state[key] = _KeyState(list(self._init))
-        return st
 
     def quantiles(self, key: Hashable, value: float, raw: Mapping[str, float] | None = None) -> dict[str, float]:
         """The calibrated quantiles (keyed ``str(level)``) for a forecast ``value``; ``raw``: the model's own."""
@@ -109,9 +104,8 @@ class QuantileCalibrator:
             # an inverted band would miss at both ends at once; issue the band that misses at the end crossed
             # further, a point there (its edge's offset then learns the miss, the other's sees none)
             edges = [lo if lo - value > value - hi else hi] * len(edges)
-        else:
-            edges = [min(max(e, lo), hi) for e in edges]
-            edges.sort()
+        elif len(edges) > 2:
+            edges = sorted(lo if e < lo else hi if e > hi else e for e in edges)
         return dict(zip(self.names, edges, strict=True))
 
     def update(self, key: Hashable, y: float, value: float, issued: Mapping[str, float] | None = None) -> None:
@@ -121,16 +115,18 @@ class QuantileCalibrator:
         """
         if not (math.isfinite(y) and math.isfinite(value)):
             return
-        st = self._key(key)
-        st.n += 1
-        err = abs(y - value)
-        a = max(self.spread_alpha, 1.0 / st.n)
-        st.spread += a * (err - st.spread)
-        step = self.lr * max(self.floor, self.boost / math.sqrt(st.n))
-        offsets, s = st.offsets, st.spread
-        for j, (name, upper) in enumerate(zip(self.names, self._upper, strict=True)):
+        st = self.state.get(key)
+        if st is None:
+            st = self.state[key] = _KeyState(list(self._init))
+        n = st.n = st.n + 1
+        a = self.spread_alpha if n * self.spread_alpha >= 1.0 else 1.0 / n
+        s = st.spread = st.spread + a * (abs(y - value) - st.spread)
+        step = self.lr * self.boost / math.sqrt(n)
+        if step < self.lr * self.floor:
+            step = self.lr * self.floor
+        offsets = st.offsets
+        for j, name, level, upper in self._spec:
             edge = issued.get(name) if issued else None
             if edge is None:
                 edge = value + offsets[j] * s
-            below = y <= edge if upper else y < edge
-            offsets[j] += step * (self.levels[j] - below)
+            offsets[j] += step * (level - ((y <= edge) if upper else (y < edge)))

@@ -34,6 +34,14 @@ def pinball(y: float, q: float, pred: float) -> float:
     return q * d if d >= 0 else (q - 1.0) * d
 
 
+_LEVELS: dict[tuple[str, ...], tuple[tuple[str, float], ...]] = {}
+"""The quantile keys of a prediction, in level order, per key tuple seen (predictions share a handful of them)."""
+
+
+def _levels(keys: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted(((k, float(k)) for k in keys), key=lambda kq: kq[1]))
+
+
 @dataclass
 class Metrics:
     """Running sums for one (model, horizon, symbol)."""
@@ -59,12 +67,19 @@ class Metrics:
             self.calls += 1
             self.hits += (y > 0) == (value > 0)
         if quantiles:
-            qs = sorted((float(k), v) for k, v in quantiles.items())
-            self.pinball_sum += sum(pinball(y, q, p) for q, p in qs) / len(qs)
+            keys = tuple(quantiles)
+            levels = _LEVELS.get(keys)
+            if levels is None:
+                levels = _LEVELS[keys] = _levels(keys)
+            total = 0.0
+            for k, q in levels:
+                d = y - quantiles[k]
+                total += q * d if d >= 0 else (q - 1.0) * d
+            self.pinball_sum += total / len(levels)
             self.pinball_n += 1
-            if len(qs) >= 2:
+            if len(levels) >= 2:
                 self.cover_n += 1
-                self.covered += qs[0][1] <= y <= qs[-1][1]
+                self.covered += quantiles[levels[0][0]] <= y <= quantiles[levels[-1][0]]
 
     @property
     def mae(self) -> float:
