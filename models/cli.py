@@ -43,6 +43,8 @@ def train_cmd(
     encoder_length: int = typer.Option(60, "--encoder-length", help="Windows the encoder sees."),
     vol_window: int = typer.Option(0, "--vol-window", help="Scale targets by the RMS of the last N one-window "
                                                            "returns too (0: per symbol only); see models/targets.py."),
+    tft_inputs: str = typer.Option("all", "--inputs", help="Market inputs: all, lr (the River linear model's) or "
+                                                           "a comma-separated list."),
     hidden_size: int = typer.Option(16, "--hidden-size"),
     heads: int = typer.Option(2, "--heads", help="Attention heads."),
     batch_size: int = typer.Option(128, "--batch-size"),
@@ -66,7 +68,7 @@ def train_cmd(
     from models.network import NetConfig
     from models.registry import configure_auth
     from models.retrain import parse_duration, run_every
-    from models.train import TrainConfig, train
+    from models.train import LR_INPUTS, TrainConfig, train
 
     settings = load_settings()
     refuse_placeholder_secrets(settings, ("mlflow",) if inputs else ("mlflow", "questdb"))  # files: no store read
@@ -74,7 +76,7 @@ def train_cmd(
     configure_auth(settings)
     _threads(threads)
     cfg = TrainConfig(
-        encoder_length=encoder_length, vol_window=vol_window, net=NetConfig(hidden_size=hidden_size, attention_heads=heads),
+        encoder_length=encoder_length, vol_window=vol_window, inputs=_inputs(tft_inputs, LR_INPUTS), net=NetConfig(hidden_size=hidden_size, attention_heads=heads),
         batch_size=batch_size, max_epochs=max_epochs, patience=patience, max_minutes=max_minutes,
         limit_train_batches=limit_train_batches, val_fraction=val_fraction, accelerator=accelerator,
         progress=interactive() if progress is None else progress, checkpoint_dir=checkpoint_dir or settings.checkpoint_dir,
@@ -93,6 +95,12 @@ def train_cmd(
     for model, hs in sorted(result.scores.items()):
         skills = "  ".join(f"h={h}: {m.skill:+.4f}" if m.skill is not None else f"h={h}: n/a" for h, m in hs.items())
         typer.echo(f"  {model:<10} {skills}")
+
+
+def _inputs(text: str, lr: tuple[str, ...]) -> tuple[str, ...]:
+    if text == "all":
+        return ()
+    return lr if text == "lr" else tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def _frame(settings: Settings, inputs: list[Path] | None, start: int | None, end: int | None,

@@ -279,15 +279,16 @@ def fit_spec(
     quantiles: Sequence[float],
     encoder_length: int,
     vol_window: int = 0,
+    only: Sequence[str] = (),
 ) -> FeatureSpec:
     """Input names, means and deviations (pooled and per symbol) from a (training) frame, inputs that are never
-    finite left out; target deviations per symbol and horizon, with ``vol_window`` the volatility reference first
-    (:mod:`models.targets`)."""
+    finite left out (and, with ``only``, those not named there); target deviations per symbol and horizon, with
+    ``vol_window`` the volatility reference first (:mod:`models.targets`)."""
     from models.targets import fit_vol_ref, target_deviations
 
     check_frame(frame)
     derived = derive(raw_columns(frame))
-    names = [name for name, v in derived.items() if np.isfinite(v).any()]
+    names = [name for name, v in derived.items() if np.isfinite(v).any() and (not only or name in only)]
     means, stds = _moments(derived, names)
     keys = [f"{v}:{s}" for v, s in zip(frame["venue"], frame["symbol"], strict=True)]
     groups = sorted(set(keys))
