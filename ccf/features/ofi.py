@@ -142,13 +142,13 @@ class MultiLevelOFI:
         pbids, pasks = self._bids, self._asks
         bids, asks = list(bids[:n]), list(asks[:n])
         if pbids is not None:
-            nb, na, pnb, pna = len(bids), len(asks), len(pbids), len(pasks)
+            cur_b, cur_a = bids, asks
+            if len(bids) < n or len(asks) < n or len(pbids) < n or len(pasks) < n:  # a thin book: pad it
+                pad = [_MISSING] * n
+                cur_b, cur_a, pbids, pasks = (bids + pad)[:n], (asks + pad)[:n], (pbids + pad)[:n], (pasks + pad)[:n]
             sums = self._sums
             for m in range(n):
-                b = bids[m] if m < nb else _MISSING
-                a = asks[m] if m < na else _MISSING
-                pb = pbids[m] if m < pnb else _MISSING
-                pa = pasks[m] if m < pna else _MISSING
+                b, a, pb, pa = cur_b[m], cur_a[m], pbids[m], pasks[m]
                 if b == pb and a == pa:
                     continue
                 e = quote_flow(b[0], b[1], a[0], a[1], pb[0], pb[1], pa[0], pa[1])

@@ -51,6 +51,9 @@ SIGNAL_FEATURES = (
     "ofi_depth_z",
 )
 """Columns that came after ``book.v1``'s first release: they go last in a row (``ofi`` keeps its place)."""
+LOOK_BACK = ("bid_depletion", "ask_depletion", "bid_consumed", "ask_consumed", "ret_z", "ofi_z", "ofi_depth_z")
+"""Signals that look back past their own window (the previous window's book, rolling scales): after an outage they
+differ from a run without it for a while, as ``mid_logret`` and ``realized_vol`` do."""
 DEPLETION_DEPTH = 50
 """Levels per side of each window's end book kept for the depletion look-up (a start touch price deeper: NaN)."""
 _WEIGHTS = depth_weights(OFI_LEVELS)

@@ -11,7 +11,8 @@ Rows whose keys differ from the backtest are sorted into
   ``book_valid = false``: allowed;
 * ``differing_outage_book_valid``: touched by an outage but claiming a valid book: a failure;
 * ``history_after_outage``: a feature row after an outage (or one whose book resynced as it began) whose only
-  differences are the columns that look back over the windows (``mid_logret``, ``realized_vol``) and the resync
+  differences are the columns that look back over the windows (``mid_logret``, ``realized_vol`` and
+  :data:`ccf.features.signals.LOOK_BACK`) and the resync
   count ``epoch``: allowed, the outage is in their look-back;
 * ``downstream_of_outage``: predictions and scores issued after an outage began (the models learnt, and the scores
   accumulated, from the data the outage lost): allowed, counted;
@@ -28,11 +29,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ccf.features.signals import LOOK_BACK
 from tests.faults.harness import iso_ns, qdb
 from tests.faults.reference import KEYS, TIME_KEY, Reference
 
 REL_TOL = 1e-9
-HISTORY_COLUMNS = frozenset({"mid_logret", "realized_vol"})
+HISTORY_COLUMNS = frozenset({"mid_logret", "realized_vol", *LOOK_BACK})
 CARRIED_COLUMNS = frozenset({"epoch"})
 """The book's epoch counts its resyncs: one more for good after each outage that needed a snapshot."""
 SAMPLES = 5
