@@ -40,24 +40,37 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from statistics import NormalDist
 
+import msgspec
+
+from ccf.schemas import FeatureRow, Prediction
+
 MEAN_ABS_TO_SD = math.sqrt(math.pi / 2)  # sd / mean|x| of a normal: the offsets' first guess
 
 
 class _KeyState:
     """Spread, label count and offsets of one key (plain attributes: pickles, copies cheaply)."""
 
-    __slots__ = ("n", "offsets", "spread")
+    __slots__ = ("first", "n", "offsets", "spread")
 
     def __init__(self, offsets: list[float]) -> None:
         self.n = 0
         self.spread = 0.0
         self.offsets = offsets
+        self.first: list[list[float]] | None = [[] for _ in offsets]  # residuals per level until warm
 
-    def __getstate__(self) -> tuple[int, float, list[float]]:
-        return self.n, self.spread, self.offsets
+    def __getstate__(self) -> tuple[int, float, list[float], list[list[float]] | None]:
+        return self.n, self.spread, self.offsets, self.first
 
-    def __setstate__(self, state: tuple[int, float, list[float]]) -> None:
-        self.n, self.spread, self.offsets = state
+    def __setstate__(self, state: tuple[int, float, list[float], list[list[float]] | None]) -> None:
+        self.n, self.spread, self.offsets, self.first = state
+
+
+def _empirical(xs: list[float], q: float) -> float:
+    """The ``q``-quantile of ``xs`` (the order statistic at ``q·(n−1)``, interpolated)."""
+    xs = sorted(xs)
+    pos = q * (len(xs) - 1)
+    i = int(pos)
+    return xs[i] if i + 1 >= len(xs) else xs[i] + (pos - i) * (xs[i + 1] - xs[i])
 
 
 class QuantileCalibrator:
@@ -108,10 +121,14 @@ class QuantileCalibrator:
             edges = sorted(lo if e < lo else hi if e > hi else e for e in edges)
         return dict(zip(self.names, edges, strict=True))
 
-    def update(self, key: Hashable, y: float, value: float, issued: Mapping[str, float] | None = None) -> None:
-        """Learn from the label ``y`` of the forecast ``value`` that was issued with quantiles ``issued``.
+    def update(self, key: Hashable, y: float, value: float, issued: Mapping[str, float] | None = None,
+               raw: Mapping[str, float] | None = None) -> None:
+        """Learn from the label ``y`` of the forecast ``value`` that was issued with quantiles ``issued``
+        (``raw``: the model's own quantiles for that forecast, if it has any, as given to :meth:`quantiles`).
 
-        Without issued quantiles (the key was warming up) the offsets step on the band they would give now.
+        The first ``min_labels`` labels of a key also start its offsets at the empirical quantiles of their
+        residuals (in spread units); after that, without issued quantiles the offsets step on the band they
+        would give now.
         """
         if not (math.isfinite(y) and math.isfinite(value)):
             return
@@ -125,8 +142,67 @@ class QuantileCalibrator:
         if step < self.lr * self.floor:
             step = self.lr * self.floor
         offsets = st.offsets
+        if st.first is not None:
+            for j, name, _, _ in self._spec:
+                st.first[j].append(y - (raw.get(name, value) if raw else value))
+            if n >= self.min_labels:
+                self._warm_start(st)
+            return
         for j, name, level, upper in self._spec:
             edge = issued.get(name) if issued else None
             if edge is None:
                 edge = value + offsets[j] * s
             offsets[j] += step * (level - ((y <= edge) if upper else (y < edge)))
+
+    def _warm_start(self, st: _KeyState) -> None:
+        first, st.first = st.first or [], None
+        if st.spread > 0.0 and all(first):
+            st.offsets = [_empirical(r, q) / st.spread for r, q in zip(first, self.levels, strict=True)]
+
+
+class LabelledCalibrator:
+    """A :class:`QuantileCalibrator` that finds its own labels: for a predictor that sees the feature rows and
+    issues :class:`~ccf.schemas.Prediction` objects (the TFT sidecar, ``models/predict.py``).
+
+    ``observe_row(row)`` for every feature row (it remembers the mid at each window end and learns from the
+    predictions whose target window just closed); ``calibrate(p)`` for every prediction (the same prediction with
+    calibrated quantiles; the model's own quantiles are the raw ones). Keys are ``(model, venue:symbol, h)``.
+    Mids are kept for ``keep`` windows per symbol, as the scorer does.
+
+    >>> from ccf.schemas import FeatureRow, Prediction
+    >>> lc = LabelledCalibrator(QuantileCalibrator((0.1, 0.9), min_labels=2))
+    >>> for t in range(1, 6):
+    ...     lc.observe_row(FeatureRow("v", "A-B", t - 1, t, "x", True, 0, {"mid": 100.0 + (t % 2)}))
+    ...     p = lc.calibrate(Prediction("tft", "3", "v", "A-B", 1, 1.0, t, t + 1, 0.0, {"0.1": -0.1, "0.9": 0.1}))
+    >>> sorted(p.quantiles) == ["0.1", "0.9"], lc.calibrator.state[("tft", "v:A-B", 1)].n
+    (True, 4)
+    """
+
+    def __init__(self, calibrator: QuantileCalibrator, keep: int = 4096) -> None:
+        self.calibrator = calibrator
+        self.keep = keep
+        self.mids: dict[str, dict[int, float]] = {}
+        self.pending: dict[tuple[str, int], list[tuple[Hashable, int, float, dict[str, float], dict[str, float]]]] = {}
+
+    def observe_row(self, row: FeatureRow) -> None:
+        group = f"{row.venue}:{row.symbol}"
+        mids = self.mids.setdefault(group, {})
+        mid = row.features.get("mid")
+        end = mids[row.window_end] = mid if row.book_valid and mid is not None and mid > 0 else math.nan
+        while len(mids) > self.keep:
+            del mids[next(iter(mids))]
+        for key, issued_at, value, raw, issued in self.pending.pop((group, row.window_end), ()):
+            start = mids.get(issued_at, math.nan)
+            if start > 0 and end > 0:
+                self.calibrator.update(key, math.log(end / start), value, issued, raw)
+
+    def calibrate(self, p: Prediction) -> Prediction:
+        group = f"{p.venue}:{p.symbol}"
+        key = (p.model, group, p.horizon_steps)
+        raw = dict(p.quantiles)
+        quantiles = self.calibrator.quantiles(key, p.value, raw) or raw  # the model's own until the key is warm
+        self.pending.setdefault((group, p.target_time), []).append((key, p.issued_at, p.value, raw, quantiles))
+        if len(self.pending) > self.keep * 4:  # targets that will never come (a symbol that stopped)
+            for k in list(self.pending)[: len(self.pending) - self.keep * 4]:
+                del self.pending[k]
+        return msgspec.structs.replace(p, quantiles=quantiles)

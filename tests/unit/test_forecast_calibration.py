@@ -111,3 +111,25 @@ def test_ar_path_is_snarimax_forecast() -> None:
         if i in (5, 50, 2999):
             slow = m.forecast(horizon=20)
             assert ar_path(m, 20) == pytest.approx(slow, rel=1e-9, abs=1e-12)
+
+
+def test_a_predictor_outside_the_engine_calibrates_its_own_predictions() -> None:
+    """The TFT sidecar's hook: rows in, its predictions out with calibrated quantiles (labels found from the mids)."""
+    from ccf.forecast.calibration import LabelledCalibrator
+    from ccf.schemas import FeatureRow, Prediction
+
+    r, ns, mid = random.Random(8), 1_000_000_000, 100.0
+    lc = LabelledCalibrator(QuantileCalibrator((0.1, 0.5, 0.9)))
+    issued: list[Prediction] = []
+    mids: dict[int, float] = {}
+    for i in range(6000):
+        mid *= math.exp(r.gauss(0.0, 1e-4))
+        row = FeatureRow("binance", "BTC-USDT", i * ns, (i + 1) * ns, "t", True, 0, {"mid": mid})
+        mids[row.window_end] = mid
+        lc.observe_row(row)
+        raw = {"0.1": -2e-5, "0.5": 0.0, "0.9": 2e-5}  # far too narrow for a 5-window return of sd 2.2e-4
+        issued.append(lc.calibrate(Prediction("tft", "7", "binance", "BTC-USDT", 5, 5.0, row.window_end,
+                                               row.window_end + 5 * ns, 0.0, raw)))
+    inside = [p.quantiles["0.1"] <= math.log(mids[p.target_time] / mids[p.issued_at]) <= p.quantiles["0.9"]
+              for p in issued[1000:-5]]
+    assert 0.77 <= sum(inside) / len(inside) <= 0.83
