@@ -164,7 +164,7 @@ class SymbolForecaster:
             if not preds0:
                 continue
             if self.blend is not None:
-                self.blend.update(h, y, {m: p.value for (m, hh), p in preds0.items() if hh == h and m != "blend"})
+                self.blend.update(h, y, {m: preds0[(m, h)].value for m in self.models if m != "blend"})
             for model in self.models:
                 p = preds0[(model, h)]
                 self.calibrators[h].update(model, y, p.value, p.quantiles)

@@ -42,7 +42,7 @@ def _random_walk_rows(n: int, seed: int) -> list[FeatureRow]:
 
 def test_on_a_random_walk_the_blend_is_never_far_below_naive() -> None:
     """No model can beat naive on a random walk; the blend must not lose more than noise to it (skill ≥ −0.01)."""
-    rows = _random_walk_rows(3000, seed=3)
+    rows = _random_walk_rows(2000, seed=3)
     fc, sc = SymbolForecaster("v", "A-B"), Scorer("v", "A-B")
     for row in rows:
         sc.observe_mid(row.window_end, row.features["mid"] or 0.0)

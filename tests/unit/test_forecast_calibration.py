@@ -27,7 +27,7 @@ def _vol_regimes(r: random.Random, i: int) -> float:  # volatility jumps tenfold
     return r.gauss(0.0, 10.0 if (i // 2000) % 2 else 1.0)
 
 
-def _run(draw: Callable[[random.Random, int], float], n: int = 12_000, delay: int = 1, seed: int = 5,
+def _run(draw: Callable[[random.Random, int], float], n: int = 8_000, delay: int = 1, seed: int = 5,
          raw_width: float | None = None) -> tuple[float, float, float]:
     """Coverage, share below the 0.1 quantile and above the 0.9 one after 1,000 labels; labels ``delay`` late."""
     r = random.Random(seed)
