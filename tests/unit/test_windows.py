@@ -10,8 +10,10 @@ import pytest
 from ccf.engine import EngineConfig, SymbolEngine
 from ccf.features.bookkeeper import SyncedBook
 from ccf.features.news import news_sentiment
-from ccf.features.ofi import OrderFlowImbalance
+from ccf.features.ofi import MultiLevelOFI, OrderFlowImbalance
 from ccf.features.returns import RealizedVol
+from ccf.features.seed import SeedFeatures
+from ccf.features.signals import Signals
 from ccf.features.trades import TradeFlow
 from ccf.features.windows import SymbolWindows, WindowConfig
 from ccf.forecast.baselines import SymbolForecaster
@@ -35,8 +37,8 @@ def trade(ts: int, price: float = 100.5, size: float = 1.0, side: str = "buy") -
     return Trade("binance", "ETH-USDT", ts, ts, price, size, side, str(ts))  # type: ignore[arg-type]
 
 
-def windows(lateness_s: float = 0.0) -> SymbolWindows:
-    cfg = WindowConfig(width_ns=S, lateness_ns=int(lateness_s * S))
+def windows(lateness_s: float = 0.0, seed: bool = False) -> SymbolWindows:
+    cfg = WindowConfig(width_ns=S, lateness_ns=int(lateness_s * S), seed=seed)
     return SymbolWindows("binance", "ETH-USDT", SyncedBook("binance", "ETH-USDT"), cfg)
 
 
@@ -107,12 +109,24 @@ def news_waiting() -> SymbolWindows:
     return w
 
 
+def seeded() -> SymbolWindows:
+    """Seed-set windows with a closed window behind them (its levels and EMAs kept)."""
+    w = windows(seed=True)
+    rows, _ = w.process([snap(T0), delta(T0 + S // 2, 11, bids=[(100.0, 3.0)]), delta(T0 + S, 12, asks=[(101.0, 2.0)])])
+    assert rows and rows[0].feature_set == "seed.v1" and rows[0].features["rel_bid_size_1"] == 3.0 / 5.0
+    return w
+
+
 @pytest.mark.parametrize(
     "state",
     [
         OrderFlowImbalance().update(1.0, 2.0, 3.0, 4.0),
         RealizedVol(5).update(0.1),
         TradeFlow().update(1.0, 2.0, "buy"),
+        MultiLevelOFI().update([(1.0, 2.0)], [(3.0, 4.0)]).update([(1.0, 3.0)], [(3.0, 4.0)]),
+        Signals(),
+        SeedFeatures(),
+        seeded(),
         Scorer("v", "s"),
         SymbolForecaster("v", "s"),
         windows(),
@@ -208,3 +222,23 @@ def test_ofi_after_a_snapshot_is_measured_from_the_snapshots_top() -> None:
     w.process([delta(T0 + S // 10, 9), snap(T0 + S // 5, uid=10), delta(T0 + S // 2, 11, bids=[(100.0, 4.0)])])
     (row,) = w.flush()
     assert row.features["ofi"] == 3.0  # best bid size 1 -> 4 at the same price
+
+
+def test_seed_settings_mean_3_s_windows_unless_set() -> None:
+    from ccf.settings import Settings
+
+    seed = Settings(_env_prefix="CCF_TEST_NONE_", features={"feature_set": "seed"})
+    cfg = EngineConfig.from_settings(seed).window
+    assert cfg.seed and cfg.width_ns == 3 * S
+    explicit = Settings(_env_prefix="CCF_TEST_NONE_", features={"feature_set": "seed", "window_s": 1.0})
+    assert EngineConfig.from_settings(explicit).window.width_ns == S
+    book = EngineConfig.from_settings(Settings(_env_prefix="CCF_TEST_NONE_")).window
+    assert not book.seed and book.width_ns == S
+
+
+def test_multi_level_ofi_of_a_level_that_appears_and_vanishes() -> None:
+    m = MultiLevelOFI(2).update([(100.0, 1.0)], [(101.0, 1.0)])
+    m.update([(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0)])  # a second bid level appears: +2 at level 2
+    assert m.get() == [0.0, 2.0]
+    m.update([(100.0, 1.0)], [(101.0, 1.0), (102.0, 4.0)])  # it goes (-2), a second ask appears (-4)
+    assert m.get() == [0.0, -4.0]
