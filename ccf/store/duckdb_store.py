@@ -54,15 +54,22 @@ class DuckDBStore:
         logger.info("embedded store at %s", path)
 
     def _check_layout(self, t: Table) -> None:
-        # CREATE TABLE IF NOT EXISTS keeps an older layout: writing it would fail on the first batch, unclearly
+        """CREATE TABLE IF NOT EXISTS keeps a file's older layout: columns added since (new features, a feature set's
+        own) are added to it, as QuestDB adds them on write; a file whose keys differ is refused, clearly."""
         have = [r[0] for r in self.con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
             [t.name]).fetchall()]
-        if have != t.column_names:
+        missing = [(n, kind) for n, kind in t.columns if n not in have]
+        if any(n in t.keys for n, _ in missing) or not set(t.keys) <= set(have):
             self.con.close()
             raise ConfigError(f"the embedded store {self.path} holds table {t.name} with an older layout "
-                              f"({', '.join(set(t.column_names) ^ set(have))} differ); move the file away or set "
+                              f"({', '.join(n for n, _ in missing)} missing); move the file away or set "
                               f"CCF_STORE__PATH (or CCF_RUN_DIR) to a new one")
+        for n, kind in missing:
+            self.con.execute(f'ALTER TABLE "{t.name}" ADD COLUMN "{n}" {_DUCK_TYPES[kind]}')
+        if missing:
+            logger.info("embedded store %s: added %d column(s) to %s (%s)", self.path, len(missing), t.name,
+                        ", ".join(n for n, _ in missing[:8]) + (" ..." if len(missing) > 8 else ""))
 
     def upsert(self, table: str, rows: Iterable[dict[str, Any]]) -> int:
         t = self.tables[table]

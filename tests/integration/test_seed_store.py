@@ -21,7 +21,6 @@ import pytest
 
 from ccf.capture.readers import read_records
 from ccf.engine import EngineConfig, SymbolEngine
-from ccf.errors import ConfigError
 from ccf.features.bookkeeper import SyncedBook
 from ccf.features.seed import SEED_SET, seed_feature_names
 from ccf.schemas import FeatureRow
@@ -56,7 +55,7 @@ def _same(got: Any, want: float | None) -> bool:
     return got is not None and math.isclose(got, want, rel_tol=1e-12)
 
 
-def test_seed_rows_whole_in_duckdb_and_a_default_layout_file_refuses_them(tmp_path: Path) -> None:
+def test_seed_rows_whole_in_duckdb_also_in_a_file_a_default_run_made(tmp_path: Path) -> None:
     book = Settings(_env_prefix="CCF_TEST_NONE_")
     seed = _seed(book)
     assert seed.features.window_s == 3.0 and book.features.window_s == 1.0
@@ -73,9 +72,13 @@ def test_seed_rows_whole_in_duckdb_and_a_default_layout_file_refuses_them(tmp_pa
     for r, g in zip(rows, got, strict=True):
         assert g[:2] == (r.window_start, SEED_SET)
         assert all(_same(v, r.features[c]) for c, v in zip(CHECKED, g[2:], strict=True)), (r.window_start, g)
-    DuckDBStore(tmp_path / "book.duckdb", all_tables(book)).close()
-    with pytest.raises(ConfigError, match="older layout"):
-        DuckDBStore(tmp_path / "book.duckdb", all_tables(seed))
+    # a file a default run made takes seed rows: the seed columns are added to it (as QuestDB adds them)
+    old = DuckDBStore(tmp_path / "book.duckdb", all_tables(book))
+    old.close()
+    grown = DuckDBStore(tmp_path / "book.duckdb", all_tables(seed))
+    grown.upsert("features", [feature_row_values(r) for r in rows[:5]])
+    assert grown.query(f'SELECT count(*), count("{CHECKED[-1]}") FROM features') == [(5, 5)]
+    grown.close()
 
 
 def test_seed_rows_whole_in_questdb_also_in_a_table_a_default_run_made(settings: Settings) -> None:
