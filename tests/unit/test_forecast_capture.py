@@ -35,12 +35,13 @@ def _first_hours(srcs: list[Path], dst: Path, hours: float) -> Path:
 
 def test_every_band_covers_80_percent_on_two_hours_of_nexousdt(tmp_path: Path) -> None:
     capture = _first_hours([data_file(f) for f in NEXO], tmp_path / "nexousdt_20240723.dat.gz", hours=2.0)
-    summary = run_backtest([capture], tmp_path / "out", Settings(venues={"speed": 0}))
+    models = ["naive", "ewma", "river_lr", "river_ts", "blend"]
+    summary = run_backtest([capture], tmp_path / "out", Settings(venues={"speed": 0}, forecast={"models": models}))
     assert summary["feature_rows"] > 7000, summary
     rows, preds = read_backtest(tmp_path / "out")
     scores = warm_scores(rows, preds, skip=600)
     got = {(s.model, s.horizon_steps): s for s in scores}
-    assert {m for m, _ in got} == {"naive", "ewma", "river_lr", "river_ts", "blend"}
+    assert {m for m, _ in got} == set(models)
     for (model, h), s in sorted(got.items()):
         assert s.n > 6000, (model, h, s.n)
         assert s.coverage is not None and 0.77 <= s.coverage <= 0.83, (model, h, s.coverage)
