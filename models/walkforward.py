@@ -1,6 +1,7 @@
 """Walk-forward: train on files A, forecast files B step by step, score every model with the shared scorer, report.
 
-Features of A and B come from one pass of the same engines (B continues A's state, as a live run would). The TFT is
+Features of A and B come from one pass of the same engines (B continues A's state, as a live run would); with
+``test_from_ns`` the files are one stream cut in time there (a long capture: train on its first hours). The TFT is
 fitted on A only (its last ``val_fraction`` of time for early stopping). In B, every window with a full encoder
 behind it is an anchor: the TFT forecasts there using only rows up to the anchor (the encoder may reach back into
 A). The River baselines learn online through A and B, as they do in the flow. All models are scored by
@@ -174,7 +175,9 @@ def _write_tables(out_dir: Path, rows: Sequence[Any], preds: Sequence[Any], scor
 
 def _intro(summary: dict[str, Any]) -> str:
     return (f"Train: {summary['train_rows']} rows; test: {summary['test_rows']} rows, {summary['anchors']} TFT "
-            f"anchors scored with the shared scorer. TFT: encoder {summary['encoder_length']} windows, inputs "
+            f"anchors scored with the shared scorer. TFT on {', '.join(summary['groups'])}: encoder "
+            f"{summary['encoder_length']} windows, targets volatility-scaled over {summary['vol_window']} windows "
+            f"(0: per symbol only), inputs "
             f"{', '.join(summary['inputs'])}; {summary['epochs']} epoch(s), "
             f"{np.mean(summary['epoch_seconds']) if summary['epoch_seconds'] else 0:.1f} s per epoch; "
             f"fit {summary['fit_seconds']} s, forecasting the test {summary['forecast_seconds']} s.")
