@@ -132,7 +132,7 @@ def target_deviations(prepared: pd.DataFrame, spec: FeatureSpec) -> tuple[tuple[
 
 
 def _unit(prepared: pd.DataFrame, h: int) -> np.ndarray:
-    ret = prepared[target_name(h)].to_numpy(np.float64)
+    ret: np.ndarray = prepared[target_name(h)].to_numpy(np.float64)
     lag = vol_lag(h)
     return ret / prepared[lag].to_numpy(np.float64) if lag in prepared else ret
 
@@ -170,4 +170,5 @@ def window_vols(logmid: np.ndarray, spec: FeatureSpec, groups: Sequence[str]) ->
 def unscale_quantiles(q: np.ndarray, spec: FeatureSpec, groups: Sequence[str], anchor_vol: np.ndarray) -> np.ndarray:
     """``(B, H, Q)`` quantiles in target units back to log-returns: times ``sd_h(group) * v[issue time]``."""
     sd = np.array([spec.target_scales(g) for g in groups], dtype=np.float64) * np.asarray(anchor_vol)[:, None]
-    return np.asarray(q) * sd[:, :, None]
+    out: np.ndarray = np.asarray(q) * sd[:, :, None]
+    return out
