@@ -22,10 +22,12 @@ CAPTURES = {
     "BTC USD-M": ["usdm_btcusdt_20240718.gz", "usdm_btcusdt_20240719.gz"],
     "ETH USD-M": ["usdm_ethusdt_20240718.gz", "usdm_ethusdt_20240719.gz"],
 }
-CURRENT = baselines.LR_FEATURES
+SHIPPED = baselines.LR_FEATURES
+CURRENT = ("imbalance_1", "imbalance_5", "imbalance_10", "ofi", "mid_logret", "signed_volume", "spread_bps",
+           "realized_vol", "micro_dev", "range", "taker_buy_ratio")  # the list before the new signals
 _NO_UNSIGNED = tuple(c for c in CURRENT if c not in ("spread_bps", "realized_vol"))
 VARIANTS = {
-    "current": CURRENT,
+    "previous (before the new signals)": CURRENT,
     "+ tfi_count": (*CURRENT, "tfi_count"),
     "+ tfi_count, ofi_depth_z": (*CURRENT, "tfi_count", "ofi_depth_z"),
     "signed_volume -> tfi_count": tuple("tfi_count" if c == "signed_volume" else c for c in CURRENT),
@@ -34,6 +36,7 @@ VARIANTS = {
         *("tfi_count" if c == "signed_volume" else c for c in _NO_UNSIGNED), "ofi_depth_z"),
     "- spread_bps, realized_vol; signed_volume -> tfi_count; ofi -> ofi_z": tuple(
         {"signed_volume": "tfi_count", "ofi": "ofi_z"}.get(c, c) for c in _NO_UNSIGNED),
+    "shipped (LR_FEATURES)": SHIPPED,
     "- spread_bps, realized_vol; signed_volume -> tfi_count; + ofi_l2..5": (
         *("tfi_count" if c == "signed_volume" else c for c in _NO_UNSIGNED), "ofi_l2", "ofi_l3", "ofi_l4", "ofi_l5"),
 }
@@ -56,7 +59,7 @@ def main() -> None:
             skill = {s["horizon_steps"]: s["skill"] for s in scores if s["model"] == "river_lr"}
             cells += [f"{skill[h]:+.4f}" for h in horizons]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
-    baselines.LR_FEATURES = CURRENT
+    baselines.LR_FEATURES = SHIPPED
 
 
 if __name__ == "__main__":

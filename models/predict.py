@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ccf.forecast.calibration import LabelledCalibrator, QuantileCalibrator
 from ccf.schemas import FeatureRow, Prediction, decode, feature
 from ccf.settings import Settings
 from models.dataset import FeatureSpec, derive, scale
@@ -56,11 +57,16 @@ class Predictor:
         self._warned: set[tuple[str, str]] = set()
         self.latencies_s: deque[float] = deque(maxlen=10_000)  # seconds per forward step, the most recent
         self.swap(loaded)
+        # the network's bands are raw: one online calibration for every model's (ccf.forecast.calibration), learnt
+        # from the rows this predictor reads (their mids are the labels)
+        self.calibration = LabelledCalibrator(QuantileCalibrator(tuple(quantiles or loaded.spec.quantiles)))
 
     def swap(self, loaded: LoadedModel) -> None:
         """Use another model from the next batch on; windows are kept (re-scaled for its inputs) when it reads the
         same feature set, else dropped."""
         old = getattr(self, "loaded", None)
+        if old is not None and old.version != loaded.version:
+            self.calibration.calibrator.state.clear()  # another network, other raw bands: learn their offsets anew
         self.loaded = loaded
         self.spec: FeatureSpec = loaded.spec
         self.model = loaded.model.to(self.device).eval()
@@ -127,6 +133,7 @@ class Predictor:
         out: list[Prediction] = []
         ready: list[str] = []
         for row in rows:
+            self.calibration.observe_row(row)  # every row, invalid books too: a label for what is pending
             g = f"{row.venue}:{row.symbol}"
             if g in ready:
                 out += self._forecast(ready)
@@ -153,7 +160,8 @@ class Predictor:
         batch = make_batch(spec, self.layout, backward_returns(mids[:, spec.vol_window:], spec), inputs, ends, codes,
                            vols)
         q = run_network(self.model, batch, spec, self.device)
-        preds = tft_predictions(spec, list(groups), ends[:, -1], q, self.loaded.version, self.quantiles)
+        preds = [self.calibration.calibrate(p)
+                 for p in tft_predictions(spec, list(groups), ends[:, -1], q, self.loaded.version, self.quantiles)]
         self.latencies_s.append(time.perf_counter() - t0)
         return preds
 

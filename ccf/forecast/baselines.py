@@ -31,18 +31,17 @@ from ccf.schemas import FeatureRow, Prediction, feature
 from ccf.settings import BASELINE_MODELS
 
 MODELS = BASELINE_MODELS
-LR_FEATURES = (
-    "imbalance_1",
+LR_FEATURES = (  # chosen by benchmarks/lr_inputs.py (docs/forecasts.md): spread and volatility predict a move's
+    "imbalance_1",  # size, not its direction, and cost skill; trade-count imbalance beats signed volume
     "imbalance_5",
     "imbalance_10",
     "ofi",
     "mid_logret",
-    "signed_volume",
-    "spread_bps",
-    "realized_vol",
+    "tfi_count",
     "micro_dev",
     "range",
     "taker_buy_ratio",
+    "ofi_depth_z",
 )
 BPS = 1e4  # models learn in basis points: SGD is badly scaled on raw log-returns of ~1e-4
 MIN_RESIDUALS = 30  # labels a (model, horizon) needs before it issues quantiles
