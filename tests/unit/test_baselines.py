@@ -26,7 +26,9 @@ def _scores(alpha: float, seconds: int = 1500) -> dict[tuple[str, int], object]:
 
 
 def test_river_lr_finds_the_predictable_component_and_naive_is_the_reference() -> None:
-    scores = _scores(alpha=0.8)
+    # the strongest planted signal: in the market calibrated to a real capture, heavy-tailed moves leave the
+    # default alpha=0.8 a correlation of ~0.09 with the next second, which 1500 s cannot tell from noise
+    scores = _scores(alpha=1.0)
     lr = scores[("river_lr", 1)]
     assert lr.n > 1400
     assert lr.skill is not None and lr.skill > 0.0, lr
