@@ -47,8 +47,8 @@ from models.sources import frame_to_rows
 logger = logging.getLogger(__name__)
 
 LR_INPUTS = LR_FEATURES
-"""The River linear model's inputs (order-book imbalance, OFI, microprice deviation, signed volume, ...): on 1 s
-ticks the inputs that carry a signal, and a TFT with few inputs trains several times faster on a CPU."""
+"""The River linear model's inputs (order-book imbalance, OFI, microprice deviation, ...): on 1 s ticks the inputs
+that carry a signal, and a TFT with few inputs trains several times faster on a CPU."""
 
 
 @dataclass
