@@ -48,8 +48,8 @@ def backtest_cmd(
                                       help="Capture files, as the arguments (repeat the option)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for features/predictions/scores parquet + summary."),
     fmt: str = typer.Option("auto", "--format", help="Input format, or auto to detect it per file."),
-    models: str = typer.Option("naive,ewma,river_lr,river_ts", "--models",
-                               help="Comma-separated models (naive, ewma, river_lr, river_ts, tft), or 'all'."),
+    models: str = typer.Option("naive,ewma,river_lr,river_ts,blend", "--models",
+                               help="Comma-separated models (naive, ewma, river_lr, river_ts, blend, tft), or 'all'."),
     train_inputs: list[Path] = typer.Option(
         [], "--train-input", exists=True, dir_okay=False,
         help="Walk-forward: train the TFT on these (River models warm up on them), forecast --input step by step.",

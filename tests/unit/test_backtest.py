@@ -35,7 +35,7 @@ def test_backtest_writes_tables_summary_and_report_and_counts_what_it_skipped(tm
     assert features.num_rows == summary["feature_rows"] > 100
     scores = pq.read_table(out / "scores.parquet").to_pylist()
     assert {(s["model"], s["horizon_steps"]) for s in scores} == {
-        (m, h) for m in ("naive", "ewma", "river_lr", "river_ts") for h in (1, 5, 10, 20)}
+        (m, h) for m in ("naive", "ewma", "river_lr", "river_ts", "blend") for h in (1, 5, 10, 20)}
     report = (out / "report.md").read_text()
     for s in scores:  # every score is in the table, MAE in bps with three decimals
         assert f"| ETH-USDT | {s['horizon_steps']} | {s['model']} | {s['n']} | {s['mae'] * 1e4:.3f} |" in report
