@@ -37,6 +37,7 @@ from ccf.synthetic import SyntheticVenue
 from flows.features import build_flow
 from tests.datafiles import data_dir
 from tests.feed_server import FeedServer
+from tests.schema_check import validate_values
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,17 +188,26 @@ def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings,
     # the same rows came out on Kafka, decodable, keyed venue:SYMBOL
     cons = Consumer({"bootstrap.servers": s.kafka.bootstrap_servers, "group.id": uuid.uuid4().hex,
                      "auto.offset.reset": "earliest"})
-    cons.subscribe([s.kafka.topic_prefix + "features"])
+    cons.subscribe([s.kafka.topic_prefix + t for t in ("features", "predictions", "scores", "news", "health", "dlq")])
     seen: list[Any] = []
+    values: dict[str, list[bytes]] = {}
+    n_preds = sum(len(o.predictions) for _, o in expected)
     deadline = time.monotonic() + 30
-    while len(seen) < len(exp_rows) and time.monotonic() < deadline:
+    while (len(seen) < len(exp_rows) or len(values.get("predictions", ())) < n_preds) and time.monotonic() < deadline:
         m = cons.poll(0.5)
         if m is not None and m.error() is None:
+            values.setdefault(m.topic()[len(s.kafka.topic_prefix):], []).append(m.value())
+            if not m.topic().endswith("features"):
+                continue
             rec = decode(m.value())
             assert m.key() == record_key(rec)  # type: ignore[arg-type]
             seen.append((rec.symbol, rec.window_start))  # type: ignore[union-attr]
     cons.close()
     assert sorted(seen) == exp_rows
+    # every message on every topic this run touched, read back from the broker, validates against its schema
+    checked = {t: validate_values(t, v) for t, v in values.items()}
+    assert checked["features"] == len(exp_rows) and checked["predictions"] == n_preds and checked["scores"] > 0
+    assert checked["news"] == len(news) and checked["health"] == 3 and checked["dlq"] == 1, checked
 
     # restarted without state, from the beginning of the topics: not one row more, in any table
     counts = {t: qdb(s.questdb.http_url, f'select count() from "{s.questdb.table_prefix}{t}"')[0][0]

@@ -40,6 +40,7 @@ from flows.ingest import build_flow
 from tests.datafiles import data_file
 from tests.fakes import FakeMessage
 from tests.feed_server import FeedServer
+from tests.schema_check import validate_values
 from tests.venue_fixtures import venue_server_factory  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -112,6 +113,9 @@ class Published:
     """What the ingest flow wrote, decoded by topic."""
 
     def __init__(self, messages: dict[str, list[tuple[bytes, bytes]]], prefix: str) -> None:
+        # every message, as read back from the broker, keeps the contract a downstream consumer relies on
+        self.validated = {t[len(prefix):]: validate_values(t[len(prefix):], (v for _, v in msgs))
+                          for t, msgs in messages.items()}
         self.book = [decode(v) for _, v in messages[prefix + "book"]]
         self.trades = [decode(v) for _, v in messages[prefix + "trades"]]
         self.klines = [decode(v) for _, v in messages[prefix + "klines"]]
@@ -220,6 +224,7 @@ def test_dropped_diff_resyncs_and_a_corrupt_frame_goes_to_the_dlq(
     dropped, corrupt = injected["drop_diff"]["at"], injected["corrupt_json"]["at"] + 1
     assert isinstance(records[dropped], BookDelta) and records[dropped].last_update_id == injected["drop_diff"]["u"]
     (dead,) = pub.dlq
+    assert pub.validated["dlq"] == 1 and pub.validated["health"] >= 6 and pub.validated["book"] > 1000
     assert dead["raw"] == texts[corrupt][: len(texts[corrupt]) // 2]
     assert (dead["venue"], dead["error"], dead["conn"]) == ("binance", "ParseError", "binance") and dead["reason"]
     assert_equals_capture(pub, capture, lost=frozenset({dropped, corrupt}))
