@@ -55,6 +55,11 @@ def backtest_cmd(
         help="Walk-forward: train the TFT on these (River models warm up on them), forecast --input step by step.",
     ),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Walk-forward: cap on TFT training time."),
+    encoder_length: int = typer.Option(60, "--encoder-length", help="Walk-forward: windows the TFT encoder sees."),
+    vol_window: int = typer.Option(0, "--vol-window", help="Walk-forward: volatility-scale the TFT's targets over "
+                                                           "N windows (0: per symbol only)."),
+    tft_inputs: str = typer.Option("all", "--tft-inputs", help="Walk-forward: the TFT's market inputs: all, lr (the "
+                                                               "River linear model's) or a comma-separated list."),
 ) -> None:
     """Run the features flow over capture files as fast as possible and score every model.
 
@@ -80,16 +85,23 @@ def backtest_cmd(
     if train_inputs:
         from dataclasses import replace
 
-        from models.train import TrainConfig
+        from models.cli import parse_inputs
+        from models.train import LR_INPUTS, TrainConfig
         from models.walkforward import run_walkforward
 
-        config = replace(TrainConfig(checkpoint_dir=out / "checkpoints"), max_minutes=max_minutes)
+        config = replace(TrainConfig(checkpoint_dir=out / "checkpoints"), max_minutes=max_minutes,
+                         encoder_length=encoder_length, vol_window=vol_window,
+                         inputs=parse_inputs(tft_inputs, LR_INPUTS))
         result = run_walkforward(train_inputs, inputs, out, settings, models=[m for m in chosen if m != "tft"],
                                  config=config)
         typer.echo(f"walk-forward: {result['anchors']} anchors, {result['epochs']} epochs, fit "
                    f"{result['fit_seconds']} s -> {result['report']}")
-        for row in result["scores"]:
-            typer.echo(f"  {row}")
+        for row in sorted(result["scores"], key=lambda r: (r["horizon"], r["model"])):
+            skill = "n/a" if row["skill"] is None else f"{row['skill']:+.4f}"
+            pinball = "n/a" if row["pinball"] is None else f"{row['pinball'] * 1e4:.4f}"
+            coverage = "n/a" if row["coverage"] is None else f"{row['coverage']:.3f}"
+            typer.echo(f"  h={row['horizon']:<3} {row['model']:<9} n={row['n']:<6} skill={skill} "
+                       f"pinball={pinball} bps coverage={coverage}")
         return
     if "tft" in chosen:
         raise typer.BadParameter("the tft model needs --train-input (a walk-forward)", param_hint="--models")

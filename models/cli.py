@@ -76,7 +76,8 @@ def train_cmd(
     configure_auth(settings)
     _threads(threads)
     cfg = TrainConfig(
-        encoder_length=encoder_length, vol_window=vol_window, inputs=_inputs(tft_inputs, LR_INPUTS), net=NetConfig(hidden_size=hidden_size, attention_heads=heads),
+        encoder_length=encoder_length, vol_window=vol_window, inputs=parse_inputs(tft_inputs, LR_INPUTS),
+        net=NetConfig(hidden_size=hidden_size, attention_heads=heads),
         batch_size=batch_size, max_epochs=max_epochs, patience=patience, max_minutes=max_minutes,
         limit_train_batches=limit_train_batches, val_fraction=val_fraction, accelerator=accelerator,
         progress=interactive() if progress is None else progress, checkpoint_dir=checkpoint_dir or settings.checkpoint_dir,
@@ -97,7 +98,8 @@ def train_cmd(
         typer.echo(f"  {model:<10} {skills}")
 
 
-def _inputs(text: str, lr: tuple[str, ...]) -> tuple[str, ...]:
+def parse_inputs(text: str, lr: tuple[str, ...]) -> tuple[str, ...]:
+    """``--inputs``: all (empty: every input), lr (the River linear model's) or a comma-separated list."""
     if text == "all":
         return ()
     return lr if text == "lr" else tuple(s.strip() for s in text.split(",") if s.strip())
