@@ -220,10 +220,9 @@ class TftStage:
 def run_demo(settings: Settings, options: DemoOptions, store: Path | None = None) -> None:
     """Run the loop and serve the app until Ctrl-C (or until ``duration_s`` of event time has been written)."""
     from ccf.entry import run_dataflow
+    from ccf.exposure import check_exposure
     from ccf.store.sinks import OutputSink
     from flows.features import build_flow, make_source
-
-    from dashboards.app import check_exposure
 
     check_exposure(settings.app)  # an exposed app without a real password fails before anything starts
     path = store or settings.run_dir / "demo" / "store.duckdb"
