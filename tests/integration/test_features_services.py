@@ -27,13 +27,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from ccf.errors import ParseError
 from ccf.features.news import mentioned_bases
-from ccf.ingest.health import dead_letter, health
+from ccf.ingest.health import dead_letter, health, ws_health
 from ccf.news import NewsPoller
 from ccf.news.sentiment import item_sentiment
 from ccf.schemas import BookTop, NewsItem, decode, encode, record_key
 from ccf.settings import Settings
 from ccf.sources import NEWS_KEY, RecordSource
 from ccf.synthetic import SyntheticVenue
+from ccf.wsource_types import HealthEvent
 from flows.features import build_flow
 from tests.datafiles import data_dir
 from tests.feed_server import FeedServer
@@ -143,8 +144,8 @@ def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings,
         prod.produce(s.kafka.topic_prefix + "news", encode(n), key=NEWS_KEY.encode(), partition=market_partition)
     # what the ingest job publishes beside the market: health entries (a reconnect, its lag report) and a dead letter
     t_h = records[0].ts_event + 5 * 10**9
-    entries = {"health": [health("disconnected", "synthetic", "synthetic-0", ts=t_h, detail="closed 1006"),
-                          health("connected", "synthetic", "synthetic-0", ts=t_h + 10**9, session=2),
+    entries = {"health": [ws_health(HealthEvent("synthetic-0", 1, t_h, "disconnected", "closed 1006"), "synthetic"),
+                          ws_health(HealthEvent("synthetic-0", 2, t_h + 10**9, "connected", attempt=1), "synthetic"),
                           health("role_died", "stack", "features", symbol="features", ts=t_h, value=1.0,
                                  detail="exit 137", seq=1)],
                "dlq": [dead_letter(ParseError("bad frame", venue="synthetic", symbol="ETH-USDT", raw="{"),
@@ -193,7 +194,12 @@ def test_kafka_raw_topics_through_flow_to_questdb_and_kafka(isolated: Settings,
     values: dict[str, list[bytes]] = {}
     n_preds = sum(len(o.predictions) for _, o in expected)
     deadline = time.monotonic() + 30
-    while (len(seen) < len(exp_rows) or len(values.get("predictions", ())) < n_preds) and time.monotonic() < deadline:
+    want = {"predictions": n_preds, "scores": 1, "news": len(news), "health": 3, "dlq": 1}
+
+    def missing() -> bool:
+        return len(seen) < len(exp_rows) or any(len(values.get(t, ())) < n for t, n in want.items())
+
+    while missing() and time.monotonic() < deadline:
         m = cons.poll(0.5)
         if m is not None and m.error() is None:
             values.setdefault(m.topic()[len(s.kafka.topic_prefix):], []).append(m.value())

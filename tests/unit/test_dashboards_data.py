@@ -190,8 +190,7 @@ def test_poll_gap_grows_with_slow_reads(settings: Settings) -> None:
     assert poller.poll(force=True) and time.monotonic() - t0 < 30
 
 
-@pytest.mark.parametrize("name", ["dashboards.sql", "dashboards.readers", "dashboards.kinds", "dashboards.panels",
-                                  "dashboards.app"])
+@pytest.mark.parametrize("name", ["dashboards.sql", "dashboards.readers", "dashboards.kinds", "dashboards.panels"])
 def test_doctests(name: str) -> None:
     # dashboards/ is outside pytest's doctest paths (tests, ccf): run its examples here
     import doctest
