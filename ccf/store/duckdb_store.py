@@ -47,7 +47,7 @@ class DuckDBStore:
         self.path = path
         self.tables = {t.name: t for t in tables}
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(path))
+        self.con = _connect(path)
         for t in tables:
             self.con.execute(create_sql(t))
             self._check_layout(t)
@@ -104,6 +104,30 @@ class DuckDBStore:
 
     def close(self) -> None:
         self.con.close()
+
+
+LOCK_WAIT_S = 30.0
+"""How long the writer waits for a reader's lock: the Panel app opens the file read-only for one poll at a time."""
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """A write connection to ``path``, waiting while another process holds the file (a poll of the app) instead of
+    failing the flow; a lock held longer than :data:`LOCK_WAIT_S` (another writer) is a one-line error."""
+    import time
+
+    deadline = time.monotonic() + LOCK_WAIT_S
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"the embedded store {path} is held by another process for {LOCK_WAIT_S:g} s "
+                                  f"({' '.join(str(exc).split())[:200]}); stop it or set CCF_STORE__PATH") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def _clean(v: Any) -> Any:

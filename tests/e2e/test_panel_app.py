@@ -213,6 +213,8 @@ def test_app_shows_live_data_and_updates(served_app: tuple[str, Path, subprocess
                 deadline = time.monotonic() + 90
                 seen_while_writing = False
                 while _text(page, "#ccf-latest") <= "2024-01-01 00:01:00":
+                    if writer.poll() not in (None, 0):
+                        raise AssertionError("the second run failed: " + writer.communicate()[0].decode()[-3000:])
                     assert time.monotonic() < deadline, "the page never showed a window of the second run"
                     time.sleep(0.3)
                 seen_while_writing = writer.poll() is None

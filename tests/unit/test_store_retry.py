@@ -139,3 +139,21 @@ def test_paths_live_under_the_run_dir_unless_set(tmp_path: Path) -> None:
     assert s.recovery_dir == tmp_path / "recovery" and s.checkpoint_dir.parent == tmp_path
     explicit = Settings(_env_prefix="CCF_TEST_UNSET_", run_dir=tmp_path, store={"path": tmp_path / "x.duckdb"})
     assert explicit.store.path == tmp_path / "x.duckdb"
+
+
+def test_the_writer_waits_for_a_readers_poll_to_release_the_file(tmp_path: Path) -> None:
+    # the Panel app opens the store read-only for one poll: a features flow starting meanwhile waits, not fails
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.duckdb"
+    DuckDBStore(path, [HEALTH]).close()
+    reader = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], "
+                               "read_only=True); print('open', flush=True); time.sleep(1.5); c.close()", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+    store = DuckDBStore(path, [HEALTH])  # opened once the reader let go
+    assert reader.wait(10) == 0
+    store.upsert("health", [{"ts": 1, "venue": "v", "symbol": "A", "kind": "k", "value": 1.0, "detail": "", "seq": 0}])
+    assert store.query('SELECT count(*) FROM "health"') == [(1,)]
+    store.close()
