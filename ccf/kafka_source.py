@@ -59,11 +59,6 @@ def decode_message(m: Any) -> Any:
     if value is None:
         err = getattr(m, "err", None) or (m.error() if callable(getattr(m, "error", None)) else m)
         return ParseError(f"Kafka error: {err}")
-    topic = str(_attr(m, "topic") or "")
-    if topic.endswith(ENTRY_TOPICS):  # the ingest job's health entries and dead letters: plain JSON objects
-        entry = _entry(value)
-        if entry is not None:
-            return entry
     try:
         return decode(value)
     except msgspec.DecodeError as exc:  # malformed JSON, or JSON that is no record (ValidationError)
@@ -76,15 +71,17 @@ def decode_message(m: Any) -> Any:
         return err
 
 
-def _entry(value: bytes) -> dict[str, Any] | None:
-    """A health entry or dead letter (a JSON object with ``kind`` or ``error``), or None when it is not one."""
+def decode_entry(m: Any) -> Any:
+    """A message of ``ccf.health`` or ``ccf.dlq``: the ingest job's health entry or dead letter (a JSON object with
+    ``kind`` or ``error``) as a dict; anything else as :func:`decode_message` makes it."""
+    value = _attr(m, "value")
     try:
-        obj = msgspec.json.decode(value)
+        obj = msgspec.json.decode(value) if value is not None else None
     except msgspec.DecodeError:
-        return None
+        obj = None
     if isinstance(obj, dict) and "type" not in obj and ("kind" in obj or "error" in obj):
         return obj
-    return None
+    return decode_message(m)
 
 
 def _attr(m: Any, name: str) -> Any:
@@ -150,11 +147,11 @@ class _AlignedPartition(StatefulSourcePartition[Chunk, Resume]):
                 continue
             self.at_end[name] = False
             self.blocking_since.pop(name, None)
-            rec = decode_message(m)
             if name in self.entries:
-                dead.append(rec)
+                dead.append(decode_entry(m))
                 self.next_offset[name] = int(m.offset() or 0) + 1
                 continue
+            rec = decode_message(m)
             ts = event_time(rec)
             self.buffers[name].append((ts, int(m.offset() or 0), rec))
             if ts > self.latest.get(name, -1):
